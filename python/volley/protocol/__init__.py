@@ -1,0 +1,1 @@
+"""Protocol code shared by the SDK, the service and the endpoint: one place, no copies."""
