@@ -1,0 +1,1 @@
+"""The embedded local stack: a private RabbitMQ node, the web service and a default endpoint."""

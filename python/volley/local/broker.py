@@ -1,0 +1,245 @@
+"""A private RabbitMQ node: own node name, ports, data directory, epmd and TLS certificate.
+
+It never touches a broker already running on the machine: the node has its own name, its own
+Erlang port mapper (``ERL_EPMD_PORT``) and its own environment file, so Debian's
+``/etc/rabbitmq`` settings do not leak in.  Users are loaded from a definitions file at boot
+(no ``guest``), so the node is ready the moment its TLS listener accepts a login.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from volley.local.certs import ensure_tls_files
+from volley.local.ports import free_port, port_open
+from volley.local.procs import alive as _alive
+from volley.local.procs import read_pid, spawn
+from volley.local.procs import terminate_group as _terminate_group
+
+SERVER_BIN = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+CTL_BIN = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
+# Tasks may run for a day or more before their delivery is acked (a result is published first),
+# so the broker must not reclaim unacked deliveries after its 30-minute default.
+CONSUMER_TIMEOUT_MS = 7 * 24 * 3600 * 1000
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def missing_broker_message() -> str | None:
+    if SERVER_BIN.exists() and CTL_BIN.exists():
+        return None
+    return (
+        f"RabbitMQ is not installed ({SERVER_BIN} is missing). Install Debian's package: "
+        "`sudo apt-get install rabbitmq-server` (or run `make setup`, which does it when allowed)."
+    )
+
+
+def password_hash(password: str) -> str:
+    """RabbitMQ's ``rabbit_password_hashing_sha256`` format: base64(salt + sha256(salt + pw))."""
+    salt = secrets.token_bytes(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+@dataclass
+class BrokerInfo:
+    node: str
+    amqps_port: int
+    dist_port: int
+    epmd_port: int
+    admin_user: str
+    admin_password: str
+    ca_file: str
+    directory: str
+
+    def url(self, user: str | None = None, password: str | None = None) -> str:
+        user = user or self.admin_user
+        password = password or self.admin_password
+        return f"amqps://{quote(user, safe='')}:{quote(password, safe='')}@localhost:{self.amqps_port}/%2F"
+
+
+class RabbitNode:
+    """Files and processes of one private node under ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.info_file = directory / "broker.json"
+
+    # --- configuration --------------------------------------------------------------------
+    def prepare(self) -> BrokerInfo:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.info_file.exists():
+            info = BrokerInfo(**json.loads(self.info_file.read_text()))
+            # ports may have been taken while we were down: pick new ones, keep identity
+            if not self.running(info):
+                if port_open(info.amqps_port):
+                    info.amqps_port = free_port()
+                info.dist_port, info.epmd_port = free_port(), free_port()
+        else:
+            info = BrokerInfo(
+                node=f"volley-{secrets.token_hex(4)}@localhost",
+                amqps_port=free_port(),
+                dist_port=free_port(),
+                epmd_port=free_port(),
+                admin_user="volley-admin",
+                admin_password=secrets.token_urlsafe(24),
+                ca_file="",
+                directory=str(self.dir),
+            )
+        tls = ensure_tls_files(self.dir / "tls")
+        info.ca_file = str(tls["ca"])
+        self._write_config(info, tls)
+        self.info_file.write_text(json.dumps(asdict(info), indent=2))
+        os.chmod(self.info_file, 0o600)
+        return info
+
+    def _write_config(self, info: BrokerInfo, tls: dict[str, Path]) -> None:
+        definitions = {
+            "users": [
+                {
+                    "name": info.admin_user,
+                    "password_hash": password_hash(info.admin_password),
+                    "hashing_algorithm": "rabbit_password_hashing_sha256",
+                    "tags": ["administrator"],
+                }
+            ],
+            "vhosts": [{"name": "/"}],
+            "permissions": [
+                {"user": info.admin_user, "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}
+            ],
+        }
+        defs = self.dir / "definitions.json"
+        defs.write_text(json.dumps(definitions, indent=2))
+        os.chmod(defs, 0o600)
+        (self.dir / "rabbitmq.conf").write_text(
+            "\n".join(
+                [
+                    "listeners.tcp = none",
+                    f"listeners.ssl.default = 127.0.0.1:{info.amqps_port}",
+                    f"ssl_options.cacertfile = {tls['ca']}",
+                    f"ssl_options.certfile = {tls['cert']}",
+                    f"ssl_options.keyfile = {tls['key']}",
+                    "ssl_options.verify = verify_none",
+                    "ssl_options.fail_if_no_peer_cert = false",
+                    "loopback_users = none",
+                    f"load_definitions = {defs}",
+                    f"consumer_timeout = {CONSUMER_TIMEOUT_MS}",
+                    "log.console = false",
+                    "log.file.level = info",
+                    "",
+                ]
+            )
+        )
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "rabbitmq-env.conf").write_text("# private node: settings come from the environment\n")
+        (self.dir / "advanced.config").write_text("[].\n")
+
+    def env(self, info: BrokerInfo) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
+        env.update(
+            RABBITMQ_NODENAME=info.node,
+            RABBITMQ_CONF_ENV_FILE=str(self.dir / "rabbitmq-env.conf"),
+            RABBITMQ_CONFIG_FILE=str(self.dir / "rabbitmq"),
+            RABBITMQ_ADVANCED_CONFIG_FILE=str(self.dir / "advanced.config"),
+            RABBITMQ_MNESIA_BASE=str(self.dir / "mnesia"),
+            RABBITMQ_LOG_BASE=str(self.dir / "log"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(self.dir / "enabled_plugins"),
+            RABBITMQ_DIST_PORT=str(info.dist_port),
+            RABBITMQ_PID_FILE=str(self.dir / "rabbit.pid"),
+            ERL_EPMD_PORT=str(info.epmd_port),
+            ERL_EPMD_ADDRESS="127.0.0.1",
+            HOME=str(self.dir),
+        )
+        return env
+
+    # --- processes --------------------------------------------------------------------------
+    def pid(self) -> int | None:
+        return read_pid(self.dir / "server.pid")
+
+    def running(self, info: BrokerInfo | None = None) -> bool:
+        pid = self.pid()
+        return pid is not None and _alive(pid)
+
+    def start(self, info: BrokerInfo, timeout: float = 90.0) -> None:
+        problem = missing_broker_message()
+        if problem:
+            raise BrokerError(problem)
+        if self.running(info):
+            return
+        proc = spawn([str(SERVER_BIN)], env=self.env(info), log=self.dir / "server.out",
+                     pidfile=self.dir / "server.pid", cwd=self.dir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerError(
+                    f"RabbitMQ node {info.node} exited with code {proc.returncode} during boot; "
+                    f"see {self.dir / 'server.out'} and {self.dir / 'log'}:\n{self.log_tail()}"
+                )
+            if port_open(info.amqps_port) and _amqps_login(info):
+                return
+            time.sleep(0.25)
+        self.stop(info)
+        raise BrokerError(
+            f"RabbitMQ node {info.node} did not accept AMQPS logins on port {info.amqps_port} "
+            f"within {timeout:.0f}s; see {self.dir / 'log'}:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 20) -> str:
+        out = []
+        for path in [self.dir / "server.out", *sorted((self.dir / "log").glob("*.log"))]:
+            try:
+                out.extend(path.read_text(errors="replace").splitlines()[-lines:])
+            except OSError:
+                continue
+        return "\n".join(out[-lines:])
+
+    def stop(self, info: BrokerInfo, timeout: float = 60.0) -> None:
+        pid = self.pid()
+        if pid is not None and _alive(pid):
+            try:
+                subprocess.run(
+                    [str(CTL_BIN), "-n", info.node, "stop"],
+                    env=self.env(info),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=timeout,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                pass
+            _terminate_group(pid, grace=10.0)
+        (self.dir / "server.pid").unlink(missing_ok=True)
+        self._stop_epmd(info)
+
+    def _stop_epmd(self, info: BrokerInfo) -> None:
+        epmd = shutil.which("epmd")
+        if epmd is None:
+            return
+        env = self.env(info)
+        # only our private epmd (own port) is asked to stop; the machine's epmd is untouched
+        subprocess.run([epmd, "-port", str(info.epmd_port), "-kill"], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+def _amqps_login(info: BrokerInfo) -> bool:
+    import pika
+
+    from volley.transport.pika_transport import connection_parameters
+
+    try:
+        conn = pika.BlockingConnection(connection_parameters(info.url(), ca_file=info.ca_file))
+    except Exception:
+        return False
+    conn.close()
+    return True

@@ -1,0 +1,258 @@
+"""``volley local up|down|status``: the embedded stack under ``$VOLLEY_HOME``.
+
+Layout::
+
+    $VOLLEY_HOME/config.json             client configuration (service URL, token, CA, endpoint id)
+    $VOLLEY_HOME/broker/                 private RabbitMQ node (certs in broker/tls/)
+    $VOLLEY_HOME/service/                settings, SQLite database, log, pid
+    $VOLLEY_HOME/endpoints/default/      default endpoint (process-pool engine)
+
+``up`` is idempotent (it starts only what is not running); ``down`` stops only what ``up``
+started, newest first, and waits until each process group is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from volley.config import ClientConfig, volley_home
+from volley.local.broker import BrokerInfo, RabbitNode
+from volley.local.ports import free_port
+from volley.local.procs import alive, read_pid, spawn, terminate_group
+
+DEFAULT_ENDPOINT = "default"
+DEFAULT_ENDPOINT_CONFIG = """\
+# The local stack's default endpoint (see docs/endpoint.md for every key).
+display_name: Volley local default endpoint
+engine:
+  type: ProcessPoolEngine
+  max_workers: {workers}
+heartbeat_period: 5
+"""
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+class LocalStack:
+    def __init__(self, home: Path | None = None, *, progress: Callable[[str], None] = _quiet) -> None:
+        self.home = (home or volley_home()).resolve()
+        self.progress = progress
+        self.broker = RabbitNode(self.home / "broker")
+        self.service_dir = self.home / "service"
+        self.endpoint_dir = self.home / "endpoints" / DEFAULT_ENDPOINT
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["VOLLEY_HOME"] = str(self.home)
+        for var in ("VOLLEY_SERVICE_URL", "VOLLEY_TOKEN", "VOLLEY_CA_FILE", "VOLLEY_ENDPOINT_ID"):
+            env.pop(var, None)  # children read the stack's own configuration
+        return env
+
+    def _service_settings_path(self) -> Path:
+        return self.service_dir / "service.json"
+
+    def _service_settings(self) -> dict[str, Any] | None:
+        p = self._service_settings_path()
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def _pid_alive(self, pidfile: Path) -> bool:
+        pid = read_pid(pidfile)
+        return pid is not None and alive(pid)
+
+    # --- up -----------------------------------------------------------------------------------
+    def up(self, timeout: float = 120.0) -> dict[str, Any]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        info = self._up_broker()
+        cfg = self._up_service(info, timeout)
+        self._up_endpoint(cfg, timeout)
+        return self.status()
+
+    def _up_broker(self) -> BrokerInfo:
+        info = self.broker.prepare() if not self.broker.running() else BrokerInfo(
+            **json.loads(self.broker.info_file.read_text())
+        )
+        if self.broker.running():
+            self.progress(f"broker: already running ({info.node}, AMQPS port {info.amqps_port})")
+            return info
+        self.progress(f"broker: starting private RabbitMQ node {info.node} on AMQPS port {info.amqps_port} ...")
+        t0 = time.monotonic()
+        self.broker.start(info)
+        self.progress(f"broker: ready in {time.monotonic() - t0:.1f}s")
+        return info
+
+    def _up_service(self, info: BrokerInfo, timeout: float) -> ClientConfig:
+        self.service_dir.mkdir(parents=True, exist_ok=True)
+        settings = self._service_settings() or {}
+        settings.update(
+            database_url=f"sqlite:///{self.service_dir / 'service.db'}",
+            broker_url=info.url(),
+            ca_file=info.ca_file,
+            host="127.0.0.1",
+        )
+        pidfile = self.service_dir / "service.pid"
+        running = self._pid_alive(pidfile)
+        if not running:
+            settings["port"] = free_port()
+        path = self._service_settings_path()
+        path.write_text(json.dumps(settings, indent=2))
+        os.chmod(path, 0o600)
+        url = f"http://127.0.0.1:{settings['port']}"
+
+        cfg = ClientConfig()
+        cfg_path = self.home / "config.json"
+        if cfg_path.exists():
+            cfg = ClientConfig(**json.loads(cfg_path.read_text()))
+        if not cfg.token or not self._token_known(settings["database_url"], cfg.token):
+            cfg.token = self._create_token(settings["database_url"])
+        cfg.service_url, cfg.ca_file = url, info.ca_file
+        cfg.save(cfg_path)
+
+        if running:
+            self.progress(f"service: already running at {url}")
+            return cfg
+        self.progress(f"service: starting at {url} ...")
+        proc = spawn(
+            [sys.executable, "-m", "volley.service", "--config", str(path)],
+            env=self._child_env(), log=self.service_dir / "service.log", pidfile=pidfile,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise StackError(
+                    f"the service exited with code {proc.returncode} at start; "
+                    f"see {self.service_dir / 'service.log'}:\n{_tail(self.service_dir / 'service.log')}"
+                )
+            try:
+                if requests.get(f"{url}/v2/version", timeout=1).ok:
+                    self.progress("service: ready")
+                    return cfg
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise StackError(f"the service did not answer at {url} within {timeout:.0f}s")
+
+    @staticmethod
+    def _token_known(database_url: str, token: str) -> bool:
+        from volley.service.auth import TokenCache
+        from volley.service.db import init_db, make_engine
+
+        engine = make_engine(database_url)
+        try:
+            with init_db(engine)() as s:
+                return TokenCache().user_for(s, token) is not None
+        finally:
+            engine.dispose()
+
+    @staticmethod
+    def _create_token(database_url: str) -> str:
+        from volley.service.auth import create_token
+        from volley.service.db import init_db, make_engine
+
+        engine = make_engine(database_url)
+        try:
+            with init_db(engine)() as s:
+                return create_token(s, os.environ.get("USER") or "local")[1]
+        finally:
+            engine.dispose()
+
+    def _up_endpoint(self, cfg: ClientConfig, timeout: float) -> None:
+        self.endpoint_dir.mkdir(parents=True, exist_ok=True)
+        config = self.endpoint_dir / "config.yaml"
+        if not config.exists():
+            config.write_text(DEFAULT_ENDPOINT_CONFIG.format(workers=max(2, os.cpu_count() or 2)))
+        pidfile = self.endpoint_dir / "agent.pid"
+        if self._pid_alive(pidfile):
+            self.progress("endpoint: already running")
+        else:
+            self.progress("endpoint: starting 'default' (process-pool engine) ...")
+            proc = spawn(
+                [sys.executable, "-m", "volley.endpoint", DEFAULT_ENDPOINT],
+                env=self._child_env(), log=self.endpoint_dir / "endpoint.log", pidfile=pidfile,
+            )
+            self._wait_endpoint_online(cfg, proc, timeout)
+        ep_id = json.loads((self.endpoint_dir / "endpoint.json").read_text())["endpoint_id"]
+        cfg.endpoint_id = ep_id
+        cfg.save(self.home / "config.json")
+
+    def _wait_endpoint_online(self, cfg: ClientConfig, proc: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        id_file = self.endpoint_dir / "endpoint.json"
+        headers = {"Authorization": f"Bearer {cfg.token}"}
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                log = self.endpoint_dir / "endpoint.log"
+                raise StackError(f"the endpoint exited with code {proc.returncode}; see {log}:\n{_tail(log)}")
+            if id_file.exists():
+                ep_id = json.loads(id_file.read_text())["endpoint_id"]
+                try:
+                    r = requests.get(f"{cfg.service_url}/v2/endpoints/{ep_id}/status", headers=headers, timeout=1)
+                    if r.ok and r.json().get("status") == "online":
+                        self.progress(f"endpoint: online ({ep_id})")
+                        return
+                except requests.RequestException:
+                    pass
+            time.sleep(0.1)
+        raise StackError(f"the default endpoint did not come online within {timeout:.0f}s")
+
+    # --- down ---------------------------------------------------------------------------------
+    def down(self) -> None:
+        for name, pidfile in (
+            ("endpoint", self.endpoint_dir / "agent.pid"),
+            ("service", self.service_dir / "service.pid"),
+        ):
+            pid = read_pid(pidfile)
+            if pid is not None and alive(pid):
+                self.progress(f"{name}: stopping (pid {pid})")
+                terminate_group(pid, grace=20.0)
+            pidfile.unlink(missing_ok=True)
+        if self.broker.info_file.exists():
+            info = BrokerInfo(**json.loads(self.broker.info_file.read_text()))
+            if self.broker.running():
+                self.progress(f"broker: stopping {info.node}")
+            self.broker.stop(info)
+
+    # --- status -------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        info = None
+        if self.broker.info_file.exists():
+            info = json.loads(self.broker.info_file.read_text())
+        settings = self._service_settings() or {}
+        cfg_path = self.home / "config.json"
+        cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+        parts = {
+            "broker": self.broker.running(),
+            "service": self._pid_alive(self.service_dir / "service.pid"),
+            "endpoint": self._pid_alive(self.endpoint_dir / "agent.pid"),
+        }
+        return {
+            "running": all(parts.values()),
+            "processes": parts,
+            "service_url": f"http://127.0.0.1:{settings['port']}" if "port" in settings else None,
+            "endpoint_id": cfg.get("endpoint_id"),
+            "amqps_port": info["amqps_port"] if info else None,
+            "broker_node": info["node"] if info else None,
+            "ca_file": info["ca_file"] if info else None,
+            "state_dir": str(self.home),
+        }
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,460 @@
+"""``Executor``: a ``concurrent.futures.Executor`` that runs functions on a remote endpoint.
+
+``submit`` only enqueues; a submitter thread serializes arguments and sends batches (grouped by
+task group, endpoint, resource specification, user endpoint config and result serializers), and
+a per-task-group ``ResultWatcher`` streams results back over AMQPS.  Unlike upstream there is
+no client-side burst limiter stalling bulk work (its arguments are accepted and kept), batches
+go out concurrently, and a failed batch fails only its own futures.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor as _StdExecutor
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as _wait
+from dataclasses import dataclass
+from typing import Any
+
+from volley.sdk.batch import as_optional_uuid
+from volley.sdk.client import Client
+from volley.sdk.future import ComputeFuture
+from volley.sdk.watcher import all_watchers, watcher_for
+
+log = logging.getLogger(__name__)
+
+_REGISTERED_EXECUTORS: dict[int, Executor] = {}
+_MAX_CONCURRENT_BATCHES = 4
+
+
+@dataclass(frozen=True)
+class _TaskSubmissionInfo:
+    task_num: int
+    task_group_uuid: uuid.UUID | None
+    endpoint_uuid: uuid.UUID
+    resource_specification: dict[str, Any] | None
+    user_endpoint_config: dict[str, Any] | None
+    result_serializers: list[str] | None
+    function_uuid: uuid.UUID
+    args: tuple
+    kwargs: dict
+
+    def group_key(self) -> tuple:
+        return (
+            self.task_group_uuid,
+            self.endpoint_uuid,
+            json.dumps(self.resource_specification, sort_keys=True),
+            json.dumps(self.user_endpoint_config, sort_keys=True),
+            json.dumps(self.result_serializers),
+        )
+
+
+def _check_json_dict(value: Any, type_msg: str, json_msg: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(type_msg.format(type(value)))
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(json_msg) from exc
+    return value
+
+
+class Executor(_StdExecutor):
+    _default_task_group_id: uuid.UUID | None = None
+
+    def __init__(
+        self,
+        endpoint_id: Any = None,
+        client: Client | None = None,
+        task_group_id: Any = None,
+        resource_specification: dict[str, Any] | None = None,
+        user_endpoint_config: dict[str, Any] | None = None,
+        label: str = "",
+        batch_size: int = 128,
+        amqp_port: int | None = None,
+        api_burst_limit: int = 4,
+        api_burst_window_s: int = 16,
+        serializer: Any = None,
+        result_serializers: Iterable[Any] | None = None,
+        transport: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        for key in kwargs:
+            raise TypeError(f"'{key}' is an invalid argument for {type(self).__name__}")
+        from volley.transport import resolve
+
+        self.transport = resolve(transport)
+        self.client = client or Client()
+        self.endpoint_id = endpoint_id
+        self.task_group_id = task_group_id or Executor._default_task_group_id
+        self.resource_specification = resource_specification
+        self.user_endpoint_config = user_endpoint_config
+        self.label = label
+        self.batch_size = max(1, batch_size)
+        self.amqp_port = amqp_port
+        # accepted for compatibility; submissions are never throttled client-side
+        self.api_burst_limit = min(8, max(1, api_burst_limit))
+        self.api_burst_window_s = min(32, max(1, api_burst_window_s))
+        if serializer:
+            self.serializer = serializer
+        self._result_serializer_paths: list[str] | None = None
+        self.result_serializers = result_serializers
+        self.task_count_submitted = 0
+        self._task_counter = 0
+        self._function_registry: dict[Any, str] = {}
+        self._registry_lock = threading.Lock()
+        self._shutdown_lock = threading.RLock()
+        self._stopped = False
+        self._futures: set[ComputeFuture] = set()
+        self._futures_lock = threading.Lock()
+        self._tasks_to_send: queue.SimpleQueue = queue.SimpleQueue()
+        self._senders = ThreadPoolExecutor(_MAX_CONCURRENT_BATCHES, thread_name_prefix="volley-submit")
+        self._task_submitter = threading.Thread(target=self._submit_loop, name="TaskSubmitter", daemon=True)
+        self._task_submitter.start()
+        _REGISTERED_EXECUTORS[id(self)] = self
+
+    def __repr__(self) -> str:
+        parts = []
+        if self.label:
+            parts.append(f"{self.label}; ")
+        if self.endpoint_id:
+            parts.append(f"ep_id:{self.endpoint_id}; ")
+        return f"Executor<{''.join(parts)}tg_id:{self.task_group_id}; bs:{self.batch_size}>"
+
+    # --- properties -------------------------------------------------------------------------------
+    @property
+    def endpoint_id(self) -> uuid.UUID | None:
+        return self._endpoint_id
+
+    @endpoint_id.setter
+    def endpoint_id(self, value: Any) -> None:
+        self._endpoint_id = as_optional_uuid(value)
+
+    @property
+    def task_group_id(self) -> uuid.UUID | None:
+        return self._task_group_id
+
+    @task_group_id.setter
+    def task_group_id(self, value: Any) -> None:
+        self._task_group_id = as_optional_uuid(value)
+        if self._task_group_id:
+            Executor._default_task_group_id = self._task_group_id
+
+    @property
+    def resource_specification(self) -> dict[str, Any] | None:
+        return self._resource_specification
+
+    @resource_specification.setter
+    def resource_specification(self, value: Any) -> None:
+        self._resource_specification = _check_json_dict(
+            value, "Resource specification must be of type dict,not {}",
+            "Resource specification must be JSON-serializable",
+        )
+
+    @property
+    def user_endpoint_config(self) -> dict[str, Any] | None:
+        return self._user_endpoint_config
+
+    @user_endpoint_config.setter
+    def user_endpoint_config(self, value: Any) -> None:
+        self._user_endpoint_config = _check_json_dict(
+            value, "Config must be of type dict, not {}", "Configuration must be JSON-serializable"
+        )
+
+    @property
+    def serializer(self) -> Any:
+        return self.client.fx_serializer
+
+    @serializer.setter
+    def serializer(self, value: Any) -> None:
+        from volley.serialize import ComputeSerializer
+
+        if not isinstance(value, ComputeSerializer):
+            raise TypeError(f"Expected ComputeSerializer, got {type(value)}")
+        self.client.fx_serializer = value
+
+    @property
+    def result_serializers(self) -> Iterable[Any] | None:
+        return self._result_serializers
+
+    @result_serializers.setter
+    def result_serializers(self, value: Iterable[Any] | None) -> None:
+        if value is None:
+            self._result_serializers, self._result_serializer_paths = None, None
+            return
+        from volley.serialize.facade import validate_strategylike
+
+        value = list(value)
+        self._result_serializer_paths = [validate_strategylike(v).import_path for v in value]
+        self._result_serializers = value
+
+    # --- registration ---------------------------------------------------------------------------
+    def register_function(self, fn: Callable, function_id: Any = None, **func_register_kwargs: Any) -> str:
+        if self._stopped:
+            raise RuntimeError(f"{self!r} is shutdown; refusing to register function")
+        with self._registry_lock:
+            cached = self._function_registry.get(fn)
+            if cached is not None:
+                if function_id is not None and str(function_id) == cached:
+                    log.warning("Function already registered as function id: %s", cached)
+                    return cached
+                msg = f"Function already registered as function id: {cached}"
+                if function_id is not None:
+                    msg += f" (attempted id: {function_id})"
+                raise ValueError(msg)
+            if function_id is not None:
+                self._function_registry[fn] = str(function_id)
+                return str(function_id)
+            func_register_kwargs.pop("function", None)
+            try:
+                fid = self.client.register_function(fn, **func_register_kwargs)
+            except Exception:
+                self.shutdown(wait=False, cancel_futures=True)
+                raise
+            self._function_registry[fn] = fid
+            return fid
+
+    def register_source_code(self, source: str, function_name: str, **registration_kwargs: Any) -> str:
+        key = hash(source)
+        with self._registry_lock:
+            if key in self._function_registry:
+                raise ValueError(
+                    f"Function already registered as function id: {self._function_registry[key]}"
+                )
+            try:
+                fid = self.client.register_source_code(source, function_name, **registration_kwargs)
+            except Exception:
+                self.shutdown(wait=False, cancel_futures=True)
+                raise
+            self._function_registry[key] = fid
+            return fid
+
+    # --- submission -----------------------------------------------------------------------------
+    def submit(self, fn: Callable, *args: Any, **kwargs: Any) -> ComputeFuture:
+        if self._stopped:
+            raise RuntimeError(f"{self!r} is shutdown; no new functions may be executed")
+        with self._registry_lock:
+            fid = self._function_registry.get(fn)
+        if fid is None:
+            fid = self.register_function(fn)
+        return self.submit_to_registered_function(fid, args, kwargs)
+
+    def submit_to_registered_function(self, function_id: Any, args: Any = None, kwargs: Any = None) -> ComputeFuture:
+        if self._stopped:
+            raise RuntimeError(f"{self!r} is shutdown; no new functions may be executed")
+        if not self.endpoint_id:
+            self.shutdown(wait=False, cancel_futures=True)
+            raise ValueError(
+                "No endpoint_id set.  Did you forget to set it at construction?\n"
+                "  Hint:\n\n"
+                "    gce = Executor(endpoint_id=<ep_id>)\n"
+                "    gce.endpoint_id = <ep_id>    # alternative"
+            )
+        self._task_counter += 1
+        info = _TaskSubmissionInfo(
+            task_num=self._task_counter,
+            task_group_uuid=self.task_group_id,
+            endpoint_uuid=self.endpoint_id,
+            resource_specification=copy.deepcopy(self._resource_specification),
+            user_endpoint_config=copy.deepcopy(self._user_endpoint_config),
+            result_serializers=copy.deepcopy(self._result_serializer_paths),
+            function_uuid=uuid.UUID(str(function_id)),
+            args=tuple(args or ()),
+            kwargs=dict(kwargs or {}),
+        )
+        fut = ComputeFuture()
+        with self._futures_lock:
+            self._futures.add(fut)
+        fut.add_done_callback(self._forget)
+        self._tasks_to_send.put((fut, info))
+        return fut
+
+    def _forget(self, fut: ComputeFuture) -> None:
+        with self._futures_lock:
+            self._futures.discard(fut)
+
+    def _submit_loop(self) -> None:
+        q = self._tasks_to_send
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            groups: dict[tuple, list[tuple[ComputeFuture, _TaskSubmissionInfo]]] = {}
+            done = False
+            while True:
+                fut, info = item
+                if not fut.cancelled():
+                    group = groups.setdefault(info.group_key(), [])
+                    group.append((fut, info))
+                    if len(group) >= self.batch_size:
+                        break
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    done = True
+                    break
+            for group in groups.values():
+                self._send_group(group)
+            if done:
+                return
+
+    def _send_group(self, group: list[tuple[ComputeFuture, _TaskSubmissionInfo]]) -> None:
+        """Send one group now, unless the task group is still unknown: then the first response
+        decides it, so later groups wait for it (keeps one task group per Executor)."""
+        if group[0][1].task_group_uuid is None and self.task_group_id is None:
+            self._submit_tasks(group)
+        else:
+            self._senders.submit(self._submit_tasks, group)
+
+    def _submit_tasks(self, group: list[tuple[ComputeFuture, _TaskSubmissionInfo]]) -> None:
+        first = group[0][1]
+        futures = [f for f, _ in group]
+        try:
+            tg = first.task_group_uuid or self.task_group_id
+            batch = self.client.create_batch(
+                task_group_id=tg,
+                resource_specification=first.resource_specification,
+                user_endpoint_config=first.user_endpoint_config,
+                create_websocket_queue=True,
+                result_serializers=first.result_serializers,
+            )
+            for _, info in group:
+                batch.add(str(info.function_uuid), info.args, info.kwargs)
+            resp = self.client.batch_run(first.endpoint_uuid, batch)
+            tg_uuid = uuid.UUID(resp["task_group_id"])
+            request_uuid = uuid.UUID(resp["request_id"])
+            ep_uuid = uuid.UUID(resp["endpoint_id"])
+            tasks = resp["tasks"]
+        except Exception as exc:
+            for f in futures:
+                if not f.done():
+                    f.set_exception(exc)
+            log.error("%r: submitting %d tasks failed: %s", self, len(group), exc)
+            return
+        if self.task_group_id != tg_uuid:
+            self.task_group_id = tg_uuid
+        by_fn: dict[str, list[ComputeFuture]] = {}
+        for f, info in group:
+            by_fn.setdefault(str(info.function_uuid), []).append(f)
+        to_watch = []
+        for fid, futs in by_fn.items():
+            ids = tasks.get(fid)
+            if ids is None or len(ids) != len(futs):
+                which = "ignored tasks" if ids is None else "only partially initiated requested tasks"
+                err = Exception(f"The Volley service {which} for function {fid}!")
+                for f in futs:
+                    if not f.done():
+                        f.set_exception(err)
+                continue
+            self.task_count_submitted += len(ids)
+            for f, tid in zip(futs, ids, strict=True):
+                f.task_id = tid
+                f._metadata.update(request_uuid=request_uuid, endpoint_uuid=ep_uuid,
+                                   task_group_uuid=tg_uuid, executor_id=id(self))
+                to_watch.append(f)
+        if to_watch:
+            watcher = watcher_for(str(tg_uuid), self.client, transport=self.transport, port=self.amqp_port)
+            try:
+                watcher.watch(to_watch)
+            except RuntimeError:
+                watcher_for(str(tg_uuid), self.client, transport=self.transport, port=self.amqp_port).watch(to_watch)
+
+    # --- reload ---------------------------------------------------------------------------------
+    def reload_tasks(self, task_group_id: Any = None) -> Iterable[ComputeFuture]:
+        from volley.errors import TaskExecutionFailed
+
+        if task_group_id:
+            self.task_group_id = task_group_id
+        if self.task_group_id is None:
+            raise ValueError("must specify a task_group_id in order to reload tasks")
+        tg = str(self.task_group_id)
+        resp = self.client._api.get(f"/v2/taskgroup/{tg}")
+        if resp.get("taskgroup_id") != tg:
+            raise ValueError(f"Server did not respond with requested TaskGroup Tasks.  (requested: {tg})")
+        watcher = watcher_for(tg, self.client, transport=self.transport, port=self.amqp_port)
+        already = {f.task_id for f in watcher.open_futures()}
+        futures = {}
+        for t in resp.get("tasks", []):
+            if t["id"] not in already:
+                fut = ComputeFuture(t["id"])
+                fut._metadata.update(task_group_uuid=self.task_group_id, executor_id=id(self))
+                futures[t["id"]] = fut
+        ids = list(futures)
+        pending = []
+        for i in range(0, len(ids), self.batch_size):
+            chunk = ids[i : i + self.batch_size]
+            results = self.client._api.post("/v2/batch_status", json={"task_ids": chunk})["results"]
+            for tid in chunk:
+                fut, entry = futures[tid], results.get(tid, {})
+                try:
+                    if not entry.get("completion_t"):
+                        pending.append(fut)
+                    elif entry.get("status") == "success":
+                        fut.set_result(self.client.fx_serializer.deserialize(entry["result"]))
+                    else:
+                        fut.set_exception(TaskExecutionFailed(entry["exception"], entry["completion_t"]))
+                except Exception as exc:
+                    err = TaskExecutionFailed("Failed to set result or exception")
+                    err.__cause__ = exc
+                    fut.set_exception(err)
+        with self._futures_lock:
+            self._futures.update(f for f in futures.values() if not f.done())
+        for f in futures.values():
+            f.add_done_callback(self._forget)
+        if pending:
+            watcher.watch(pending)
+        return futures.values()
+
+    # --- shutdown -------------------------------------------------------------------------------
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._shutdown_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            if cancel_futures:
+                while True:
+                    try:
+                        item = self._tasks_to_send.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not None:
+                        item[0].cancel()
+            self._tasks_to_send.put(None)
+        if wait and threading.current_thread() is not self._task_submitter:
+            self._task_submitter.join()
+            self._senders.shutdown(wait=True)
+            with self._futures_lock:
+                outstanding = list(self._futures)
+            _wait(outstanding)
+        else:
+            self._senders.shutdown(wait=False)
+        _REGISTERED_EXECUTORS.pop(id(self), None)
+        if not _REGISTERED_EXECUTORS:
+            for w in all_watchers():
+                w.stop_when_idle()
+
+
+def _wait_at_exit() -> None:
+    """Like concurrent.futures: the interpreter exits only once every open future is resolved."""
+    threading.main_thread().join()
+    for ex in list(_REGISTERED_EXECUTORS.values()):
+        try:
+            ex.shutdown(wait=True)
+        except Exception:
+            log.exception("error shutting down %r at exit", ex)
+    for w in all_watchers():
+        w.stop_when_idle()
+        w.join()
+
+
+threading.Thread(target=_wait_at_exit, name="volley-exit", daemon=False).start()

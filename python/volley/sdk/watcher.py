@@ -1,0 +1,187 @@
+"""The result watcher: one per task group per process, streaming results into futures.
+
+It consumes ``<queue_prefix><task_group_id>`` through the selected transport (native by default)
+in batches, resolves futures, and acks a batch only after handling it.  Results that arrive
+before their future is known (the submit response is still in flight) wait in a dict.  A body
+that is not a valid ``Result`` is dead-lettered once, not redelivered forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from volley.sdk.future import ComputeFuture
+from volley.transport import open_consumer
+
+log = logging.getLogger(__name__)
+
+_WATCHERS: dict[str, ResultWatcher] = {}
+_WATCHERS_LOCK = threading.Lock()
+
+
+def watcher_for(task_group_id: str, client: Any, *, transport: str | None, port: int | None) -> ResultWatcher:
+    with _WATCHERS_LOCK:
+        w = _WATCHERS.get(task_group_id)
+        if w is None or not w.is_alive() or w.stopping:
+            w = ResultWatcher(task_group_id, client, transport=transport, port=port)
+            _WATCHERS[task_group_id] = w
+            w.start()
+        else:
+            w._stop_when_idle.clear()  # a new user arrived
+        return w
+
+
+def all_watchers() -> list[ResultWatcher]:
+    with _WATCHERS_LOCK:
+        return list(_WATCHERS.values())
+
+
+class ResultWatcher(threading.Thread):
+    connect_attempt_limit = 5
+
+    def __init__(self, task_group_id: str, client: Any, *, transport: str | None, port: int | None) -> None:
+        super().__init__(name=f"volley-results-{task_group_id[:8]}", daemon=True)
+        self.task_group_id = task_group_id
+        self.client = client
+        self.transport = transport
+        self.port = port
+        self._lock = threading.Lock()
+        self._open: dict[str, ComputeFuture] = {}
+        self._received: dict[str, tuple[int | None, Any]] = {}
+        self._stop_when_idle = threading.Event()
+        self.stopping = False
+        self._consumer: Any = None
+
+    # --- API used by executors ------------------------------------------------------------------
+    def watch(self, futures: Iterable[ComputeFuture]) -> int:
+        ready = []
+        added = 0
+        with self._lock:
+            if self.stopping:
+                raise RuntimeError("result watcher is shutting down")
+            for f in futures:
+                tid = f.task_id
+                if tid is None or f.done() or tid in self._open:
+                    continue
+                early = self._received.pop(tid, None)
+                if early is not None:
+                    ready.append((f, early))
+                else:
+                    self._open[tid] = f
+                added += 1
+        for f, (ts, msg) in ready:
+            self._resolve(f, ts, msg)
+        return added
+
+    def open_futures(self) -> list[ComputeFuture]:
+        with self._lock:
+            return list(self._open.values())
+
+    def stop_when_idle(self) -> None:
+        """Stop once no future is open (results for futures not yet registered are dropped)."""
+        self._stop_when_idle.set()
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        self._stop_when_idle.set()
+        consumer = self._consumer
+        if consumer is not None:
+            consumer.close()
+
+    # --- the thread -------------------------------------------------------------------------------
+    def run(self) -> None:
+        attempts = 0
+        reason: BaseException | None = None
+        while not self._should_stop():
+            try:
+                info = self.client.get_result_amqp_url()
+                queue = info["queue_prefix"] + self.task_group_id
+                self._consumer = open_consumer(
+                    info["connection_url"], queue, transport=self.transport,
+                    ca_file=getattr(self.client, "ca_file", None), port=self.port, prefetch=4096,
+                )
+            except ConnectionError as exc:
+                attempts += 1
+                reason = exc
+                if attempts >= self.connect_attempt_limit:
+                    break
+                time.sleep(min(10.0, 0.2 * 2**attempts) * (0.5 + random.random() / 2))
+                continue
+            attempts, reason = 0, None
+            try:
+                self._consume(self._consumer)
+            except ConnectionError as exc:
+                reason = exc
+                log.warning("result stream for task group %s lost: %s; reconnecting", self.task_group_id, exc)
+            finally:
+                self._consumer.close()
+        with _WATCHERS_LOCK:
+            if _WATCHERS.get(self.task_group_id) is self:
+                del _WATCHERS[self.task_group_id]
+        with self._lock:
+            self.stopping = True
+            leftovers = list(self._open.values())
+            self._open.clear()
+        if leftovers:
+            err = reason or RuntimeError("SDK thread quit unexpectedly.")
+            for f in leftovers:
+                if not f.done():
+                    f.set_exception(err)
+
+    def _should_stop(self) -> bool:
+        if self.stopping:
+            return True
+        if self._stop_when_idle.is_set():
+            with self._lock:
+                if not self._open:
+                    self.stopping = True  # from now on watch() refuses; callers start a new watcher
+                return self.stopping
+        return False
+
+    def _consume(self, consumer: Any) -> None:
+        while not self._should_stop():
+            batch = consumer.next_batch(4096, timeout=0.25)
+            if not batch:
+                continue
+            ready = []
+            with self._lock:
+                for d in batch:
+                    m = d.message
+                    if m is None or m.kind != "result":
+                        log.warning("dead-lettering a non-result message on %s: %s", self.task_group_id,
+                                    d.invalid or m.kind)
+                        consumer.nack(d.tag, requeue=False)
+                        continue
+                    f = self._open.pop(m.task_id, None)
+                    if f is None:
+                        self._received[m.task_id] = (d.timestamp, m)
+                    else:
+                        ready.append((f, d.timestamp, m))
+            for f, ts, m in ready:
+                self._resolve(f, ts, m)
+            consumer.ack_through(batch[-1].tag)
+
+    def _resolve(self, fut: ComputeFuture, timestamp: int | None, msg: Any) -> None:
+        from volley.errors import TaskExecutionFailed
+
+        if fut.done():
+            return  # cancelled by the user; the result is dropped
+        try:
+            if msg.is_error:
+                fut.set_exception(TaskExecutionFailed(msg.data, str(timestamp or 0)))
+            else:
+                try:
+                    value = self.client.fx_serializer.deserialize(msg.data)
+                except Exception as exc:
+                    err = Exception(f"Malformed or unexpected data structure. Data: {msg.data}")
+                    err.__cause__ = exc
+                    fut.set_exception(err)
+                else:
+                    fut.set_result(value)
+        except Exception:  # InvalidStateError: cancelled between the check and the set
+            log.debug("future %s was resolved concurrently", fut.task_id)

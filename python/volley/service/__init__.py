@@ -1,0 +1,1 @@
+"""The web service: REST API, storage, broker topology and result routing."""

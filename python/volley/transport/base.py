@@ -1,0 +1,109 @@
+"""The one transport interface; ``native`` (Rust, ``volley._core``) and ``python`` (pika) implement it.
+
+Callers depend on these protocols only.  Connection problems surface as ``ConnectionError``
+subclasses from both implementations, so one ``except`` serves either transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from volley.protocol.messages import Message
+
+# (exchange, routing_key, body, headers, timestamp)
+OutgoingMessage = tuple[str, str, bytes, "dict[str, Any] | None", "int | None"]
+
+
+class TransportError(ConnectionError):
+    """The broker connection failed or was lost and could not be re-established."""
+
+
+class ChannelClosedError(TransportError):
+    """The broker closed the channel (missing queue, refused access, ...)."""
+
+
+class PublishTimeoutError(TimeoutError):
+    """Publisher confirms did not arrive in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One consumed message; the Rust ``volley._core.Delivery`` has the same attributes."""
+
+    tag: int
+    redelivered: bool
+    exchange: str
+    routing_key: str
+    timestamp: int | None
+    headers: dict[str, Any]
+    body: bytes
+    message: Message | None
+    invalid: str | None
+
+
+class Consumer(Protocol):
+    def next_batch(self, max_messages: int = 1024, timeout: float | None = None) -> Sequence[Any]:
+        """Wait (up to ``timeout``) for deliveries; return what is buffered, at most ``max_messages``."""
+
+    def ack_through(self, tag: int) -> None:
+        """Acknowledge every delivery up to and including ``tag``."""
+
+    def ack(self, tag: int) -> None: ...
+
+    def nack(self, tag: int, *, requeue: bool) -> None: ...
+
+    def close(self) -> None: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
+class Publisher(Protocol):
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        headers: dict[str, Any] | None = None,
+        timestamp: int | None = None,
+        persistent: bool = True,
+        mandatory: bool = False,
+        content_type: str | None = None,
+        timeout: float | None = 30.0,
+    ) -> str:
+        """Publish one message and wait for its confirm: ``"ack"``, ``"nack"`` or ``"returned"``."""
+
+    def publish_batch(
+        self,
+        messages: Sequence[OutgoingMessage],
+        *,
+        persistent: bool = True,
+        mandatory: bool = False,
+        timeout: float | None = 30.0,
+    ) -> list[str]:
+        """Publish all, then wait for all confirms; one outcome per message, in order."""
+
+    def declare_exchange(self, name: str, kind: str, *, durable: bool = True, passive: bool = False) -> None: ...
+
+    def declare_queue(
+        self,
+        name: str,
+        *,
+        durable: bool = True,
+        passive: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> int: ...
+
+    def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None: ...
+
+    def delete_queue(self, name: str) -> None: ...
+
+    def close(self) -> None: ...
+
+    @property
+    def closed(self) -> bool: ...

@@ -1,0 +1,376 @@
+"""The pure-Python transport (pika): the fallback without a compiled module, and the baseline
+every benchmark compares the native transport against.
+
+pika's ``BlockingConnection`` is not thread-safe, so a consumer is driven by the one thread that
+calls ``next_batch``/``ack*``; ``close()`` alone may come from another thread.  A publisher
+serialises its callers with a lock.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import pika
+import pika.exceptions as pex
+
+from volley.protocol.messages import InvalidMessageError, decode
+from volley.transport.base import (
+    ChannelClosedError,
+    Delivery,
+    OutgoingMessage,
+    PublishTimeoutError,
+    TransportError,
+)
+
+_CONNECTION_ERRORS = (pex.AMQPConnectionError, pex.ConnectionClosed, pex.StreamLostError, OSError)
+
+
+def connection_parameters(
+    url: str, *, ca_file: str | None = None, port: int | None = None, heartbeat: int | None = None
+) -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    if port is not None:
+        params.port = port
+    if url.startswith("amqps://"):
+        ctx = ssl.create_default_context(cafile=ca_file)
+        params.ssl_options = pika.SSLOptions(ctx, server_hostname=params.host)
+    if heartbeat is not None:
+        params.heartbeat = heartbeat
+    params.connection_attempts = 1
+    return params
+
+
+def _wrap(exc: BaseException, what: str) -> TransportError:
+    if isinstance(exc, pex.ChannelClosedByBroker):
+        return ChannelClosedError(f"{what}: broker closed the channel: {exc.reply_code} {exc.reply_text}")
+    if isinstance(exc, pex.ProbableAuthenticationError | pex.ProbableAccessDeniedError):
+        return TransportError(f"{what}: the broker refused the credentials ({exc!r}); check the URL's user and password")
+    return TransportError(f"{what}: {exc!r}; is the broker running and reachable?")
+
+
+def _backoff(attempt: int) -> float:
+    return min(5.0, 0.1 * 2**attempt) * (0.5 + random.random() / 2)
+
+
+class PikaConsumer:
+    def __init__(
+        self,
+        url: str,
+        queue: str,
+        *,
+        ca_file: str | None = None,
+        port: int | None = None,
+        prefetch: int = 1000,
+        exclusive: bool = False,
+        decode: bool = True,
+        reconnect_attempts: int = 5,
+    ) -> None:
+        self._params = connection_parameters(url, ca_file=ca_file, port=port)
+        self._queue = queue
+        self._prefetch = prefetch
+        self._exclusive = exclusive
+        self._decode = decode
+        self._reconnect_attempts = reconnect_attempts
+        self._buffer: deque[Delivery] = deque()
+        self._floor = 0  # tags at or below belong to connections that are gone
+        self._last_tag = 0
+        self._closing = False
+        self._closed = False
+        self._busy = threading.Lock()  # held while a thread drives the connection
+        self._conn: pika.BlockingConnection | None = None
+        self._channel: Any = None
+        try:
+            self._connect()
+        except _CONNECTION_ERRORS + (pex.AMQPChannelError,) as exc:
+            raise _wrap(exc, f"cannot consume from {queue!r}") from exc
+
+    def _connect(self) -> None:
+        conn = pika.BlockingConnection(self._params)
+        try:
+            channel = conn.channel()
+            channel.basic_qos(prefetch_count=self._prefetch)
+            self._floor = self._last_tag
+            channel.basic_consume(
+                self._queue, self._on_message, auto_ack=False, exclusive=self._exclusive
+            )
+        except BaseException:
+            if conn.is_open:
+                conn.close()
+            raise
+        self._conn, self._channel = conn, channel
+
+    def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
+        tag = self._floor + method.delivery_tag
+        self._last_tag = tag
+        message = invalid = None
+        if self._decode:
+            try:
+                message = decode(body)
+            except InvalidMessageError as exc:
+                invalid = str(exc)
+        self._buffer.append(
+            Delivery(
+                tag=tag,
+                redelivered=bool(method.redelivered),
+                exchange=method.exchange,
+                routing_key=method.routing_key,
+                timestamp=props.timestamp,
+                headers=dict(props.headers or {}),
+                body=body,
+                message=message,
+                invalid=invalid,
+            )
+        )
+
+    def _reconnect(self) -> None:
+        self._buffer.clear()  # unacked deliveries of the lost connection come back redelivered
+        self._drop_connection()
+        last: BaseException | None = None
+        for attempt in range(self._reconnect_attempts):
+            if self._closing:
+                return
+            time.sleep(_backoff(attempt))
+            try:
+                self._connect()
+                return
+            except _CONNECTION_ERRORS + (pex.AMQPChannelError,) as exc:
+                last = exc
+        raise _wrap(last or RuntimeError("closed"), f"lost the connection consuming {self._queue!r}")
+
+    def _drop_connection(self) -> None:
+        conn, self._conn, self._channel = self._conn, None, None
+        if conn is not None and conn.is_open:
+            try:
+                conn.close()
+            except Exception:  # already broken; nothing more to release
+                pass
+
+    def next_batch(self, max_messages: int = 1024, timeout: float | None = None) -> list[Delivery]:
+        with self._busy:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._buffer and not self._closing:
+                remaining = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+                if remaining <= 0:
+                    break
+                try:
+                    assert self._conn is not None
+                    self._conn.process_data_events(time_limit=remaining)
+                except _CONNECTION_ERRORS + (pex.AMQPChannelError, AssertionError):
+                    self._reconnect()
+            if self._closing:
+                self._finish_close()
+                return []
+            n = min(max_messages, len(self._buffer))
+            return [self._buffer.popleft() for _ in range(n)]
+
+    def _ack(self, tag: int, multiple: bool) -> None:
+        if tag <= self._floor or self._channel is None:
+            return  # that delivery's connection is gone; the broker will redeliver it
+        try:
+            self._channel.basic_ack(tag - self._floor, multiple=multiple)
+        except _CONNECTION_ERRORS + (pex.AMQPChannelError,):
+            pass  # likewise redelivered after reconnect
+
+    def ack_through(self, tag: int) -> None:
+        self._ack(tag, True)
+
+    def ack(self, tag: int) -> None:
+        self._ack(tag, False)
+
+    def nack(self, tag: int, *, requeue: bool) -> None:
+        if tag <= self._floor or self._channel is None:
+            return
+        try:
+            self._channel.basic_nack(tag - self._floor, multiple=False, requeue=requeue)
+        except _CONNECTION_ERRORS + (pex.AMQPChannelError,):
+            pass
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closing = True
+        if self._busy.acquire(blocking=False):
+            try:
+                self._finish_close()
+            finally:
+                self._busy.release()
+        elif self._conn is not None:
+            # a thread is waiting in next_batch: wake it; it closes the connection itself
+            try:
+                self._conn.add_callback_threadsafe(lambda: None)
+            except Exception:
+                pass
+
+    def _finish_close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._buffer.clear()
+            self._drop_connection()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self._closing
+
+
+class PikaPublisher:
+    def __init__(
+        self,
+        url: str,
+        *,
+        ca_file: str | None = None,
+        port: int | None = None,
+        confirms: bool = True,
+        reconnect_attempts: int = 5,
+    ) -> None:
+        # no AMQP heartbeats: a blocking publisher only runs its I/O loop while publishing, and an
+        # idle one would otherwise be dropped by the broker; a dead socket is found on next use
+        self._params = connection_parameters(url, ca_file=ca_file, port=port, heartbeat=0)
+        self._confirms = confirms
+        self._reconnect_attempts = reconnect_attempts
+        self._lock = threading.RLock()
+        self._conn: pika.BlockingConnection | None = None
+        self._channel: Any = None
+        self._closed = False
+        try:
+            self._connect()
+        except _CONNECTION_ERRORS as exc:
+            raise _wrap(exc, "cannot open a publisher") from exc
+
+    def _connect(self) -> None:
+        conn = pika.BlockingConnection(self._params)
+        channel = conn.channel()
+        if self._confirms:
+            channel.confirm_delivery()
+        self._conn, self._channel = conn, channel
+
+    def _with_channel(self, what: str, op: Any) -> Any:
+        """Run ``op(channel)``, reconnecting on a lost connection or a closed channel."""
+        with self._lock:
+            if self._closed:
+                raise TransportError(f"{what}: publisher is closed")
+            last: BaseException | None = None
+            for attempt in range(self._reconnect_attempts + 1):
+                try:
+                    if self._channel is None or not self._channel.is_open:
+                        if attempt:
+                            time.sleep(_backoff(attempt - 1))
+                        self._reset()
+                        self._connect()
+                    return op(self._channel)
+                except pex.ChannelClosedByBroker as exc:
+                    self._channel = None
+                    raise _wrap(exc, what) from exc
+                except _CONNECTION_ERRORS + (pex.ChannelWrongStateError,) as exc:
+                    last = exc
+                    self._channel = None
+            raise _wrap(last or RuntimeError("unknown"), what)
+
+    def _reset(self) -> None:
+        conn, self._conn, self._channel = self._conn, None, None
+        if conn is not None and conn.is_open:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        headers: dict[str, Any] | None = None,
+        timestamp: int | None = None,
+        persistent: bool = True,
+        mandatory: bool = False,
+        content_type: str | None = None,
+        timeout: float | None = 30.0,
+    ) -> str:
+        props = pika.BasicProperties(
+            delivery_mode=2 if persistent else 1,
+            headers=headers,
+            timestamp=timestamp,
+            content_type=content_type,
+        )
+
+        def op(ch: Any) -> str:
+            try:
+                ch.basic_publish(exchange, routing_key, body, properties=props, mandatory=mandatory)
+            except pex.UnroutableError:
+                return "returned"
+            except pex.NackError:
+                return "nack"
+            return "ack"
+
+        return self._with_channel(f"publish to {exchange!r}/{routing_key!r}", op)
+
+    def publish_batch(
+        self,
+        messages: Sequence[OutgoingMessage],
+        *,
+        persistent: bool = True,
+        mandatory: bool = False,
+        timeout: float | None = 30.0,
+    ) -> list[str]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = []
+        for exchange, routing_key, body, headers, timestamp in messages:
+            if deadline is not None and time.monotonic() > deadline:
+                raise PublishTimeoutError(f"confirms for {len(messages)} messages took over {timeout}s")
+            out.append(
+                self.publish(
+                    exchange, routing_key, body, headers=headers, timestamp=timestamp,
+                    persistent=persistent, mandatory=mandatory,
+                )
+            )
+        return out
+
+    def declare_exchange(self, name: str, kind: str, *, durable: bool = True, passive: bool = False) -> None:
+        self._with_channel(
+            f"declare exchange {name!r}",
+            lambda ch: ch.exchange_declare(name, kind, durable=durable, passive=passive),
+        )
+
+    def declare_queue(
+        self,
+        name: str,
+        *,
+        durable: bool = True,
+        passive: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> int:
+        ok = self._with_channel(
+            f"declare queue {name!r}",
+            lambda ch: ch.queue_declare(
+                name, durable=durable, passive=passive, exclusive=exclusive,
+                auto_delete=auto_delete, arguments=arguments,
+            ),
+        )
+        return int(ok.method.message_count)
+
+    def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+        self._with_channel(
+            f"bind {queue!r} to {exchange!r}",
+            lambda ch: ch.queue_bind(queue, exchange, routing_key=routing_key),
+        )
+
+    def delete_queue(self, name: str) -> None:
+        self._with_channel(f"delete queue {name!r}", lambda ch: ch.queue_delete(name))
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._reset()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

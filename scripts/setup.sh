@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Set up everything `make demo` and `make test` need, idempotently, on a Debian-like machine:
+# system packages (RabbitMQ, a C toolchain, venv support), the .venv, and the package itself
+# (the Rust extension built by maturin, installed editable with the test extras).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+need_apt=()
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need_apt+=(rabbitmq-server)
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+"$PY" -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Debian packages: ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    say "installing Debian packages with sudo: ${need_apt[*]}"
+    sudo DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    say "missing Debian packages: ${need_apt[*]}"
+    say "install them with: sudo apt-get install ${need_apt[*]}"
+    exit 1
+  fi
+fi
+# Debian starts the packaged broker as a service; ours runs as a private node and does not need it.
+
+command -v cargo >/dev/null 2>&1 || { say "no Rust toolchain (cargo) on PATH: install one with rustup (https://rustup.rs)"; exit 1; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV with $($PY --version)"
+  "$PY" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q "maturin>=1.9,<2"
+say "building the Rust core (release) and installing volley with test extras ..."
+VIRTUAL_ENV="$PWD/$VENV" PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/maturin" develop --release --extras "${EXTRAS:-test}" -q
+"$VENV/bin/python" -c 'import volley._core, volley; print("[setup] volley", volley.__version__, "with native core", volley._core.__version__)' >&2
