@@ -1,0 +1,38 @@
+"""Shared fixtures.  ``stack`` starts the real local stack (private RabbitMQ node, service on
+SQLite, default endpoint) on free ports in a temporary ``VOLLEY_HOME`` once per session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+for _var in ("VOLLEY_SERVICE_URL", "VOLLEY_TOKEN", "VOLLEY_CA_FILE", "VOLLEY_ENDPOINT_ID", "VOLLEY_TRANSPORT"):
+    os.environ.pop(_var, None)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from volley.local.stack import LocalStack
+
+    home = tmp_path_factory.mktemp("volley-home")
+    os.environ["VOLLEY_HOME"] = str(home)
+    # Functions defined in test modules travel by reference (module name), as any importable
+    # user module does; like a user installing their package on the endpoint, make ours
+    # importable by the endpoint's workers.
+    tests_dir = str(Path(__file__).parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)
+    st = LocalStack(home)
+    try:
+        status = st.up()
+        yield status
+    finally:
+        st.down()
+
+
+@pytest.fixture()
+def endpoint_id(stack: dict[str, Any]) -> str:
+    return stack["endpoint_id"]
