@@ -1,32 +1,99 @@
-"""``volley demo``: the main job.  Brings the local stack up and runs the user guide's examples."""
+"""``volley demo``: the main job.  Brings the local stack up and runs the user guide's examples.
+
+The registry below is the one list of examples: the demo runs it, and the test suite runs the
+same entries on both transports.  Some examples are two-act plays (a script that dies or exits,
+then a second run that reloads its task group); the runner passes the task group id along.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-# In the guide's order; each grows with the system (see docs/examples/README.md).
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@dataclass(frozen=True)
+class Example:
+    title: str
+    script: str
+    # a second script (or the same one) run with the task group id the first one printed
+    then: str | None = None
+    # the first act ends by killing itself (the guide's "simulated process death")
+    killed: bool = False
+
+
+# In the guide's order.
 EXAMPLES = [
-    ("Basic usage", "executor_basic_example.py"),
-    ("Multiple function invocations (Collatz)", "executor_collatz.py"),
-    ("Handling exceptions", "executor_handle_result_exceptions.py"),
-    ("Receiving results out of order", "executor_results_as_arrived.py"),
-    ("Shell functions", "shell_function.py"),
+    Example("Basic usage", "executor_basic_example.py"),
+    Example("Multiple function invocations (Collatz)", "executor_collatz.py"),
+    Example("Handling exceptions", "executor_handle_result_exceptions.py"),
+    Example("Receiving results out of order", "executor_results_as_arrived.py"),
+    Example("Reloading tasks after process death", "executor_reload_tasks.py",
+            then="executor_reload_tasks.py", killed=True),
+    Example("Client batch, reloaded by an Executor", "client_submit_batch.py",
+            then="executor_reload_batch.py"),
+    Example("Shell functions", "shell_function.py"),
+    Example("Shell functions returning dicts", "shell_function_return_dict.py"),
+    Example("Shell function walltime", "shell_function_walltime.py"),
+    Example("Submit-side serialization strategy", "serializer_strategy.py"),
+    Example("Result serialization strategies", "result_serializers.py"),
+    Example("AMQP port", "amqp_port.py"),
 ]
 
 
-def find_examples(explicit: Path | None) -> Path:
+@dataclass
+class Outcome:
+    ok: bool
+    output: str
+    error: str = ""
+
+
+def find_examples(explicit: Path | None = None) -> Path:
     candidates = [explicit] if explicit else [
         Path.cwd() / "docs" / "examples",
         Path(__file__).resolve().parents[2] / "docs" / "examples",
     ]
     for c in candidates:
-        if c is not None and (c / EXAMPLES[0][1]).exists():
+        if c is not None and (c / EXAMPLES[0].script).exists():
             return c
     raise SystemExit("cannot find the example scripts: run from the Volley checkout or pass --examples DIR")
+
+
+def example_env(status: dict, transport: str | None = None) -> dict[str, str]:
+    env = dict(os.environ, VOLLEY_ENDPOINT_ID=status["endpoint_id"], VOLLEY_HOME=status["state_dir"],
+               VOLLEY_AMQPS_PORT=str(status["amqps_port"]), EXPENSIVE_TASK_SECONDS="1")
+    if transport:
+        env["VOLLEY_TRANSPORT"] = transport
+    return env
+
+
+def run_example(example: Example, directory: Path, env: dict[str, str], timeout: float = 300) -> Outcome:
+    def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(directory / script), *args], env=env, cwd=directory,
+                              capture_output=True, text=True, timeout=timeout)
+
+    first = run(example.script)
+    out = first.stdout
+    expected_rc = -signal.SIGKILL if example.killed else 0
+    if first.returncode != expected_rc:
+        return Outcome(False, out, f"exit {first.returncode} (expected {expected_rc}):\n{first.stderr}")
+    if example.then is None:
+        return Outcome(True, out)
+    ids = _UUID.findall(out)
+    if not ids:
+        return Outcome(False, out, "the first act printed no task group id")
+    second = run(example.then, ids[-1])
+    out += f"\n-- then: {example.then} {ids[-1]}\n" + second.stdout
+    if second.returncode != 0:
+        return Outcome(False, out, f"exit {second.returncode}:\n{second.stderr}")
+    return Outcome(True, out)
 
 
 def run_demo(examples: Path | None = None, transport: str | None = None) -> int:
@@ -37,23 +104,19 @@ def run_demo(examples: Path | None = None, transport: str | None = None) -> int:
     status = LocalStack(progress=lambda m: print("   " + m, flush=True)).up()
     print(f"   service {status['service_url']}, endpoint {status['endpoint_id']}, "
           f"AMQPS port {status['amqps_port']}", flush=True)
-    env = dict(os.environ, VOLLEY_ENDPOINT_ID=status["endpoint_id"], VOLLEY_HOME=status["state_dir"])
-    if transport:
-        env["VOLLEY_TRANSPORT"] = transport
+    env = example_env(status, transport)
     failures = 0
-    for title, name in EXAMPLES:
-        print(f"\n== {title}  ({name})", flush=True)
+    for ex in EXAMPLES:
+        print(f"\n== {ex.title}  ({ex.script})", flush=True)
         t0 = time.monotonic()
-        proc = subprocess.run([sys.executable, str(directory / name)], env=env, cwd=directory,
-                              capture_output=True, text=True, timeout=600)
-        out = proc.stdout.rstrip()
-        if out:
-            print(out)
-        if proc.returncode != 0:
-            failures += 1
-            print(f"!! {name} failed (exit {proc.returncode}):\n{proc.stderr.rstrip()}")
-        else:
+        outcome = run_example(ex, directory, env)
+        if outcome.output.strip():
+            print(outcome.output.rstrip())
+        if outcome.ok:
             print(f"-- ok in {time.monotonic() - t0:.2f}s", flush=True)
+        else:
+            failures += 1
+            print(f"!! {ex.script} failed: {outcome.error.rstrip()}", flush=True)
     print(f"\n== {len(EXAMPLES) - failures} of {len(EXAMPLES)} examples ran; "
           "the stack keeps running (`volley local down` stops it)")
     return 1 if failures else 0

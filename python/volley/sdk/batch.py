@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from volley.protocol.topology import MAX_PAYLOAD_SIZE
 from volley.serialize import ComputeSerializer
 from volley.version import __version__
 
@@ -26,6 +27,16 @@ def as_optional_uuid(value: Any) -> uuid.UUID | None:
     if not value:
         return None
     return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def _is_uuid(value: Any) -> bool:
+    if isinstance(value, uuid.UUID):
+        return True
+    try:
+        uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True
 
 
 def as_uuid(value: Any) -> uuid.UUID:
@@ -93,6 +104,7 @@ class Batch:
         self.user_runtime = user_runtime
         self.result_serializers = result_serializers
         self.tasks: defaultdict[uuid.UUID, list[str]] = defaultdict(list)
+        self.endpoint_id: uuid.UUID | None = None
 
     @property
     def task_group_id(self) -> uuid.UUID | None:
@@ -102,7 +114,31 @@ class Batch:
     def task_group_id(self, value: Any) -> None:
         self._task_group_id = as_optional_uuid(value)
 
-    def add(self, function_id: Any, args: Any = None, kwargs: Any = None) -> None:
+    def add(self, function_id: Any, *positional: Any, args: Any = None, kwargs: Any = None,
+            endpoint_id: Any = None) -> None:
+        """``add(function_id, args=None, kwargs=None)``, as upstream 4.x; the user guide's older
+        ``add(function_id, endpoint_id, args=...)`` form is accepted too (then ``batch_run(batch)``
+        needs no endpoint)."""
+        pos = list(positional)
+        if pos and isinstance(pos[0], str | uuid.UUID) and _is_uuid(pos[0]):
+            endpoint_id = pos.pop(0)
+        if len(pos) > 2:
+            raise TypeError(f"add() takes at most 3 positional arguments ({len(pos) + 1} given)")
+        if pos:
+            if args is not None:
+                raise TypeError("add() got multiple values for argument 'args'")
+            args = pos.pop(0)
+        if pos:
+            if kwargs is not None:
+                raise TypeError("add() got multiple values for argument 'kwargs'")
+            kwargs = pos.pop(0)
+        if endpoint_id is not None:
+            ep = as_uuid(endpoint_id)
+            if self.endpoint_id is not None and ep != self.endpoint_id:
+                raise ValueError(
+                    f"a Batch goes to one endpoint: it already holds tasks for {self.endpoint_id}, not {ep}"
+                )
+            self.endpoint_id = ep
         if args is None:
             args = ()
         if not isinstance(args, list | tuple):
@@ -116,6 +152,12 @@ class Batch:
         fid = as_uuid(function_id)
         ser = self.serializer
         payload = ser.pack_buffers([ser.serialize(tuple(args)), ser.serialize(kwargs)])
+        if len(payload) > MAX_PAYLOAD_SIZE:
+            raise ValueError(
+                f"Task payload of {len(payload)} characters (serialized arguments) exceeds the "
+                f"{MAX_PAYLOAD_SIZE // (1024 * 1024)} MiB limit; nothing was sent. Pass large data by "
+                "reference (a path or URL the endpoint can read) instead of as an argument."
+            )
         self.tasks[fid].append(payload)
 
     def __len__(self) -> int:

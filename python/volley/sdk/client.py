@@ -11,10 +11,12 @@ from __future__ import annotations
 import inspect
 import platform
 import threading
+import uuid
 import warnings
 from typing import Any
 
 from volley.config import ClientConfig, load_client_config
+from volley.protocol.topology import MAX_PAYLOAD_SIZE
 from volley.sdk.batch import Batch, as_uuid, create_user_runtime
 from volley.sdk.http import ApiSession
 from volley.serialize import ComputeSerializer
@@ -76,6 +78,9 @@ class Client:
         self.fx_serializer = ComputeSerializer(
             strategy_code=code_serialization_strategy, strategy_data=data_serialization_strategy
         )
+        # The user guide's Client.session_task_group_id: batches made by this client default to
+        # it, so an Executor can later reload them with Executor(task_group_id=...).
+        self.session_task_group_id = str(uuid.uuid4())
         self._task_status_table: dict[str, dict[str, Any]] = {}
         self._request_lock = threading.Lock()
         if do_version_check:
@@ -155,7 +160,7 @@ class Client:
         result_serializers: list[str] | None = None,
     ) -> Batch:
         return Batch(
-            task_group_id=task_group_id,
+            task_group_id=task_group_id or self.session_task_group_id,
             resource_specification=resource_specification,
             user_endpoint_config=user_endpoint_config,
             request_queue=create_websocket_queue,
@@ -164,7 +169,14 @@ class Client:
             result_serializers=result_serializers,
         )
 
-    def batch_run(self, endpoint_id: Any, batch: Batch) -> dict[str, Any]:
+    def batch_run(self, endpoint_id: Any, batch: Batch | None = None) -> dict[str, Any]:
+        if batch is None and isinstance(endpoint_id, Batch):
+            # the user guide's batch_run(batch), with the endpoint given to batch.add()
+            batch, endpoint_id = endpoint_id, endpoint_id.endpoint_id
+            if endpoint_id is None:
+                raise ValueError("batch_run(batch) needs the endpoint: call batch_run(endpoint_id, batch)")
+        if batch is None:
+            raise TypeError("batch_run() missing required argument: 'batch'")
         if not batch:
             raise ValueError("No tasks specified for batch run")
         return self._api.post(f"/v3/endpoints/{endpoint_id}/submit", json=batch.prepare())
@@ -185,9 +197,16 @@ class Client:
         if ha_endpoint_id and (public or group):
             raise ValueError("`ha_endpoint_id` is mutually exclusive with `public` and `group`")
         ser = self.fx_serializer
+        code = ser.pack_buffers([ser.serialize(function)])
+        if len(code) > MAX_PAYLOAD_SIZE:
+            raise ValueError(
+                f"Serialized function of {len(code)} characters exceeds the "
+                f"{MAX_PAYLOAD_SIZE // (1024 * 1024)} MiB limit; nothing was sent. Large data captured "
+                "by the function (globals, closures) should be passed by reference instead."
+            )
         body: dict[str, Any] = {
             "function_name": getattr(function, "__name__", type(function).__name__),
-            "function_code": ser.pack_buffers([ser.serialize(function)]),
+            "function_code": code,
             "serialized": True,
             "meta": {
                 "python_version": platform.python_version(),

@@ -328,6 +328,7 @@ class Executor(_StdExecutor):
                 create_websocket_queue=True,
                 result_serializers=first.result_serializers,
             )
+            batch.task_group_id = tg  # None on a first submit: the service picks the group
             for _, info in group:
                 batch.add(str(info.function_uuid), info.args, info.kwargs)
             resp = self.client.batch_run(first.endpoint_uuid, batch)

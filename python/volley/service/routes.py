@@ -335,6 +335,12 @@ def batch_status(body: BatchStatusBody, c: Caller = Depends(caller)) -> dict[str
 @router.get("/v2/taskgroup/{task_group_id}")
 def get_task_group(task_group_id: str, c: Caller = Depends(caller)) -> dict[str, Any]:
     group = _owned(c, TaskGroup, task_group_id, "task group")
+    if not group.has_queue:
+        # a reload (Executor.reload_tasks) streams what is still pending: results of a batch sent
+        # without create_queue (Client.batch_run) are forwarded from now on
+        c.state.gateway.declare_sdk_queue(topo.sdk_queue_prefix(c.user_id) + group.id)
+        group.has_queue = True
+        c.session.commit()
     rows = c.session.execute(
         select(Task.id, Task.created_at).where(Task.task_group_id == group.id).order_by(Task.created_at)
     )
