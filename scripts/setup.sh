@@ -12,6 +12,8 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 need_apt=()
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need_apt+=(rabbitmq-server)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+# MPI engine: Debian's OpenMPI provides mpiexec
+command -v mpiexec >/dev/null 2>&1 || need_apt+=(openmpi-bin)
 "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -99,5 +99,13 @@ def token_create(user: str, database_url: str | None) -> None:
         click.echo(create_token(s, user)[1])
 
 
+def _register_subcommands() -> None:
+    from volley.endpoint.cli import endpoint
+
+    main.add_command(endpoint)
+
+
+_register_subcommands()
+
 if __name__ == "__main__":
     main()
