@@ -1,0 +1,220 @@
+"""One conformance suite, run against both transports (native Rust and pika).
+
+It uses its own private broker node (not the session stack's) because one test restarts it.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from volley.local.broker import BrokerInfo, RabbitNode
+from volley.protocol.messages import pack_result
+from volley.transport import open_consumer, open_publisher
+
+TRANSPORTS = ["native", "python"]
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RabbitNode, BrokerInfo]]:
+    n = RabbitNode(Path(tmp_path_factory.mktemp("conformance-broker")))
+    info = n.prepare()
+    n.start(info)
+    try:
+        yield n, info
+    finally:
+        n.stop(info)
+
+
+@pytest.fixture()
+def broker(node: tuple[RabbitNode, BrokerInfo]) -> BrokerInfo:
+    return node[1]
+
+
+def _queue(pub: Any, *, dlq: str | None = None) -> str:
+    name = f"conf-{uuid.uuid4().hex[:10]}"
+    args = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq} if dlq else None
+    pub.declare_queue(name, arguments=args)
+    return name
+
+
+def _results(n: int) -> list[tuple[str, bytes]]:
+    out = []
+    for i in range(n):
+        tid = str(uuid.uuid4())
+        out.append((tid, pack_result(tid, f"00\npayload-{i}\n")))
+    return out
+
+
+def _drain(consumer: Any, want: int, rounds: int = 200) -> list[Any]:
+    got: list[Any] = []
+    for _ in range(rounds):
+        if len(got) >= want:
+            break
+        got.extend(consumer.next_batch(1024, timeout=0.2))
+    return got
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_tls_consume_decodes_and_keeps_properties(broker: BrokerInfo, transport: str) -> None:
+    pub = open_publisher(broker.url(), transport=transport, ca_file=broker.ca_file)
+    q = _queue(pub)
+    msgs = _results(5)
+    outcomes = pub.publish_batch([("", q, body, {"k": "v", "n": 3}, 1700000000 + i)
+                                  for i, (_, body) in enumerate(msgs)])
+    assert outcomes == ["ack"] * 5
+    c = open_consumer(broker.url(), q, transport=transport, ca_file=broker.ca_file)
+    got = _drain(c, 5)
+    assert [d.message.task_id for d in got] == [tid for tid, _ in msgs]
+    assert [d.message.data for d in got] == [f"00\npayload-{i}\n" for i in range(5)]
+    assert all(d.message.kind == "result" and not d.message.is_error for d in got)
+    assert got[0].headers == {"k": "v", "n": 3}
+    assert [d.timestamp for d in got] == [1700000000 + i for i in range(5)]
+    assert got[0].routing_key == q and got[0].redelivered is False
+    assert [d.body for d in got] == [b for _, b in msgs]
+    tags = [d.tag for d in got]
+    assert tags == sorted(tags) and len(set(tags)) == 5
+    c.ack_through(tags[-1])
+    c.close()
+    pub.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_batches_respect_max_and_lose_nothing(broker: BrokerInfo, transport: str) -> None:
+    pub = open_publisher(broker.url(), transport=transport, ca_file=broker.ca_file)
+    q = _queue(pub)
+    msgs = _results(600)
+    assert set(pub.publish_batch([("", q, b, None, None) for _, b in msgs])) == {"ack"}
+    c = open_consumer(broker.url(), q, transport=transport, ca_file=broker.ca_file, prefetch=200)
+    seen: list[str] = []
+    for _ in range(500):
+        batch = c.next_batch(64, timeout=0.2)
+        assert len(batch) <= 64
+        if batch:
+            seen.extend(d.message.task_id for d in batch)
+            c.ack_through(batch[-1].tag)  # acking frees prefetch credit for the rest
+        if len(seen) == 600:
+            break
+    assert seen == [tid for tid, _ in msgs]
+    c.close()
+    pub.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_unacked_deliveries_are_redelivered_after_close(broker: BrokerInfo, transport: str) -> None:
+    pub = open_publisher(broker.url(), transport=transport, ca_file=broker.ca_file)
+    q = _queue(pub)
+    msgs = _results(10)
+    pub.publish_batch([("", q, b, None, None) for _, b in msgs])
+    c = open_consumer(broker.url(), q, transport=transport, ca_file=broker.ca_file)
+    got = _drain(c, 10)
+    c.ack_through(got[4].tag)
+    c.close()
+    c2 = open_consumer(broker.url(), q, transport=transport, ca_file=broker.ca_file)
+    again = _drain(c2, 5)
+    assert [d.message.task_id for d in again] == [tid for tid, _ in msgs[5:]]
+    assert all(d.redelivered for d in again)
+    c2.ack_through(again[-1].tag)
+    assert c2.next_batch(10, timeout=0.3) == []
+    c2.close()
+    pub.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_invalid_message_is_reported_and_dead_lettered(broker: BrokerInfo, transport: str) -> None:
+    pub = open_publisher(broker.url(), transport=transport, ca_file=broker.ca_file)
+    dlq = _queue(pub)
+    q = _queue(pub, dlq=dlq)
+    pub.publish_batch([("", q, b"\x01{not json", None, None), ("", q, b"\x07abc", None, None)])
+    c = open_consumer(broker.url(), q, transport=transport, ca_file=broker.ca_file)
+    bad = _drain(c, 2)
+    assert [d.message for d in bad] == [None, None]
+    assert "JSON" in bad[0].invalid and "version" in bad[1].invalid
+    for d in bad:
+        c.nack(d.tag, requeue=False)
+    c.close()
+    dead = open_consumer(broker.url(), dlq, transport=transport, ca_file=broker.ca_file)
+    got = _drain(dead, 2)
+    assert [d.body for d in got] == [b"\x01{not json", b"\x07abc"]
+    dead.close()
+    pub.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_close_during_wait_returns_promptly(broker: BrokerInfo, transport: str) -> None:
+    pub = open_publisher(broker.url(), transport=transport, ca_file=broker.ca_file)
+    q = _queue(pub)
+    c = open_consumer(broker.url(), q, transport=transport, ca_file=broker.ca_file)
+    out: list[Any] = []
+    started = threading.Event()
+
+    def wait() -> None:
+        started.set()
+        out.append(c.next_batch(10, timeout=60))
+
+    t = threading.Thread(target=wait)
+    t.start()
+    started.wait()
+    c.close()
+    t.join(timeout=15)
+    assert not t.is_alive(), "next_batch did not return after close()"
+    assert out == [[]]
+    assert c.closed
+    c.close()  # idempotent
+    assert c.next_batch(1, timeout=0.1) == []
+    pub.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_publisher_reports_returned_messages(broker: BrokerInfo, transport: str) -> None:
+    pub = open_publisher(broker.url(), transport=transport, ca_file=broker.ca_file)
+    q = _queue(pub)
+    outcomes = pub.publish_batch([("", q, b"x", None, None), ("", "no-such-queue-" + q, b"y", None, None)],
+                                 mandatory=True)
+    assert outcomes == ["ack", "returned"]
+    assert pub.declare_queue(q, passive=True) == 1
+    pub.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_missing_queue_and_bad_credentials_are_connection_errors(broker: BrokerInfo, transport: str) -> None:
+    with pytest.raises(ConnectionError):
+        open_consumer(broker.url(), f"missing-{uuid.uuid4().hex}", transport=transport, ca_file=broker.ca_file)
+    with pytest.raises(ConnectionError):
+        open_consumer(broker.url(password="wrong"), "x", transport=transport, ca_file=broker.ca_file)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_untrusted_server_certificate_is_refused(broker: BrokerInfo, transport: str, tmp_path: Path) -> None:
+    from volley.local.certs import ensure_tls_files
+
+    other_ca = ensure_tls_files(tmp_path / "other")["ca"]
+    with pytest.raises(ConnectionError):
+        open_consumer(broker.url(), "x", transport=transport, ca_file=str(other_ca))
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_consumer_reconnects_after_broker_restart(node: tuple[RabbitNode, BrokerInfo], transport: str) -> None:
+    n, info = node
+    pub = open_publisher(info.url(), transport=transport, ca_file=info.ca_file)
+    q = _queue(pub)
+    first, second = _results(2)
+    pub.publish_batch([("", q, first[1], None, None)])
+    c = open_consumer(info.url(), q, transport=transport, ca_file=info.ca_file, reconnect_attempts=30)
+    (d,) = _drain(c, 1)
+    c.ack_through(d.tag)
+    pub.close()
+    n.stop(info)
+    n.start(info)
+    pub = open_publisher(info.url(), transport=transport, ca_file=info.ca_file)
+    pub.publish_batch([("", q, second[1], None, None)])
+    again = _drain(c, 1, rounds=400)
+    assert [x.message.task_id for x in again] == [second[0]]
+    c.ack_through(again[0].tag)
+    c.close()
+    pub.close()
