@@ -12,6 +12,7 @@ byte-identical to ``globus_compute_common.messagepack.pack``.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -53,15 +54,26 @@ class Message:
         return None if self.details is None else json.loads(self.details)
 
 
+# the spellings pydantic accepts upstream (and the Rust codec): hyphenated 8-4-4-4-12 or 32 hex
+# digits, optionally in braces or after "urn:uuid:"; uuid.UUID() alone is far more lenient
+_UUID_FORMS = re.compile(
+    r"(?:urn:uuid:)?(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|[0-9a-fA-F]{32}|\{[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\})"
+)
+
+
 def _canonical_uuid(value: Any, field: str) -> str:
     if isinstance(value, uuid.UUID):
         return str(value)
     if not isinstance(value, str):
         raise InvalidMessageError(f"field '{field}': expected a UUID string, got {type(value).__name__}")
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise InvalidMessageError(f"field '{field}': {value!r} is not a valid UUID") from None
+    if _UUID_FORMS.fullmatch(value) is None:
+        raise InvalidMessageError(f"field '{field}': {value!r} is not a valid UUID")
+    return str(uuid.UUID(value))
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _envelope(kind: str, data: str) -> bytes:
@@ -87,6 +99,10 @@ def pack_result(
     task_statuses: list[dict[str, Any]] | None = None,
 ) -> bytes:
     tid = _canonical_uuid(task_id, "task_id")
+    if details is not None and not isinstance(details, dict):
+        raise InvalidMessageError("result: field 'details' must be an object or null")
+    if task_statuses is not None and not isinstance(task_statuses, list):
+        raise InvalidMessageError("result: field 'task_statuses' must be a list or null")
     if error_code is None:
         err = "null"
     else:
@@ -106,6 +122,8 @@ def pack_status_report(
     task_statuses: dict[str, list[dict[str, Any]]] | None = None,
 ) -> bytes:
     eid = _canonical_uuid(endpoint_id, "endpoint_id")
+    if not isinstance(global_state, dict):
+        raise InvalidMessageError("ep_status_report: field 'global_state' must be an object")
     return _envelope(
         "ep_status_report",
         '{"endpoint_id":"' + eid + '","global_state":' + _dumps(global_state)
@@ -135,7 +153,8 @@ def decode(body: bytes | bytearray | memoryview) -> Message:
     if buf[0] != PROTOCOL_VERSION:
         raise InvalidMessageError(f"unrecognized protocol version: {buf[0]} (expected 1)")
     try:
-        env = json.loads(buf[1:])
+        # strict: UTF-8 only (json.loads(bytes) would also guess UTF-16/32), no NaN/Infinity
+        env = json.loads(buf[1:].decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidMessageError(f"body is not valid JSON: {exc}") from None
     if not isinstance(env, dict):
