@@ -113,6 +113,12 @@ def test_batch_size_and_burst_arguments_are_clamped() -> None:
     ex.shutdown()
 
 
+def test_task_group_id_is_known_before_the_first_submit() -> None:
+    ex = offline()
+    assert isinstance(ex.task_group_id, uuid.UUID)  # the guide prints it to reload later
+    ex.shutdown()
+
+
 def test_task_group_id_becomes_process_default() -> None:
     tg = uuid.uuid4()
     offline(task_group_id=tg).shutdown()

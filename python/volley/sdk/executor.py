@@ -94,7 +94,9 @@ class Executor(_StdExecutor):
         self.transport = resolve(transport)
         self.client = client or Client()
         self.endpoint_id = endpoint_id
-        self.task_group_id = task_group_id or Executor._default_task_group_id
+        # Upstream leaves this None until the first submit answers; the guide prints it before
+        # submitting (to reload later), so a fresh id is chosen here and the service adopts it.
+        self.task_group_id = task_group_id or Executor._default_task_group_id or uuid.uuid4()
         self.resource_specification = resource_specification
         self.user_endpoint_config = user_endpoint_config
         self.label = label
