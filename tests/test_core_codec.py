@@ -341,7 +341,7 @@ def test_decode_numbers_like_python() -> None:
     tid = "00000000-0000-0000-0000-000000000001"
     details = '{"a":1E5,"b":1.50,"c":-0,"d":1e400,"e":-0.0,"f":123456789012345678901234567890,"a":2}'
     body = (
-        '\x01{"message_type":"result","data":{"task_id":"%s","data":"","details":%s}}' % (tid, details)
+        f'\x01{{"message_type":"result","data":{{"task_id":"{tid}","data":"","details":{details}}}}}'
     ).encode()
     assert fields(core.decode(body)) == fields(ref.decode(body))
     assert core.decode(body).details == '{"a":2,"b":1.5,"c":0,"d":Infinity,"e":-0.0,"f":123456789012345678901234567890}'
@@ -350,8 +350,8 @@ def test_decode_numbers_like_python() -> None:
 def test_ep_status_report_alias_and_unknown_fields() -> None:
     eid = str(uuid.uuid4()).upper()
     body = (
-        '\x01{"message_type":"ep_status_report","x":1,"data":{"endpoint_id":"%s",'
-        '"ep_status_report":{"k":[1]},"task_statuses":{},"new":true}}' % eid
+        f'\x01{{"message_type":"ep_status_report","x":1,"data":{{"endpoint_id":"{eid}",'
+        '"ep_status_report":{"k":[1]},"task_statuses":{},"new":true}}'
     ).encode()
     got = core.decode(body)
     assert fields(got) == fields(ref.decode(body))

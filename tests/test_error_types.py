@@ -9,6 +9,7 @@ import typing as t
 
 import dill
 import pytest
+
 import volley.errors as errors
 from volley.errors import (
     ComputeError,

@@ -129,9 +129,9 @@ def test_task_group_id_becomes_process_default() -> None:
 
 def test_submit_without_endpoint_shuts_down() -> None:
     ex = offline()
-    with pytest.raises(ValueError, match="No endpoint_id set.  Did you forget"):
+    with pytest.raises(ValueError, match=r"No endpoint_id set\.  Did you forget"):
         ex.submit(square, 2)
-    with pytest.raises(RuntimeError, match="is shutdown; no new functions may be executed"):
+    with pytest.raises(RuntimeError, match=r"is shutdown; no new functions may be executed"):
         ex.submit(square, 2)
 
 

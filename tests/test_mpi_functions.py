@@ -7,6 +7,7 @@ import pickle
 
 import dill
 import pytest
+
 import volley
 from volley.sdk.mpi_function import MPIFunction
 from volley.sdk.shell_function import ShellFunction, ShellResult

@@ -20,9 +20,10 @@ from collections import OrderedDict
 
 import dill
 import pytest
-import volley.serialize as serialize_pkg
 from hypothesis import given
 from hypothesis import strategies as st
+
+import volley.serialize as serialize_pkg
 from volley.errors import DeserializationError, SerdeError, SerializationError
 from volley.serialize import concretes, facade
 from volley.serialize.base import (

@@ -20,13 +20,14 @@ import typing as t
 import globus_compute_sdk  # the reference peer: must be installed, never skipped
 import globus_compute_sdk.serialize as upstream
 import pytest
-import volley.serialize as ours
 from globus_compute_sdk.serialize import concretes as up_concretes
 from globus_compute_sdk.serialize import facade as up_facade
 from globus_compute_sdk.serialize import utils as up_utils
 from globus_compute_sdk.serialize.base import SerializationStrategy as UpSerializationStrategy
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import volley.serialize as ours
 from volley.errors import SerdeError
 from volley.serialize import concretes as our_concretes
 from volley.serialize import facade as our_facade

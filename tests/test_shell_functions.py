@@ -12,6 +12,7 @@ import uuid
 
 import dill
 import pytest
+
 import volley
 import volley.sdk.shell_function as shell_function
 from volley.sdk.shell_function import ShellFunction, ShellResult

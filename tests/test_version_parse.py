@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from packaging.version import InvalidVersion
+
 from volley import __version__
 from volley.errors import VersionMismatch
 from volley.version import compare_versions

@@ -87,7 +87,7 @@ class PikaConsumer:
         self._channel: Any = None
         try:
             self._connect()
-        except _CONNECTION_ERRORS + (pex.AMQPChannelError,) as exc:
+        except (*_CONNECTION_ERRORS, pex.AMQPChannelError) as exc:
             raise _wrap(exc, f"cannot consume from {queue!r}") from exc
 
     def _connect(self) -> None:
@@ -139,7 +139,7 @@ class PikaConsumer:
             try:
                 self._connect()
                 return
-            except _CONNECTION_ERRORS + (pex.AMQPChannelError,) as exc:
+            except (*_CONNECTION_ERRORS, pex.AMQPChannelError) as exc:
                 last = exc
         raise _wrap(last or RuntimeError("closed"), f"lost the connection consuming {self._queue!r}")
 
@@ -161,7 +161,7 @@ class PikaConsumer:
                 try:
                     assert self._conn is not None
                     self._conn.process_data_events(time_limit=remaining)
-                except _CONNECTION_ERRORS + (pex.AMQPChannelError, AssertionError):
+                except (*_CONNECTION_ERRORS, pex.AMQPChannelError, AssertionError):
                     self._reconnect()
             if self._closing:
                 self._finish_close()
@@ -174,7 +174,7 @@ class PikaConsumer:
             return  # that delivery's connection is gone; the broker will redeliver it
         try:
             self._channel.basic_ack(tag - self._floor, multiple=multiple)
-        except _CONNECTION_ERRORS + (pex.AMQPChannelError,):
+        except (*_CONNECTION_ERRORS, pex.AMQPChannelError):
             pass  # likewise redelivered after reconnect
 
     def ack_through(self, tag: int) -> None:
@@ -188,7 +188,7 @@ class PikaConsumer:
             return
         try:
             self._channel.basic_nack(tag - self._floor, multiple=False, requeue=requeue)
-        except _CONNECTION_ERRORS + (pex.AMQPChannelError,):
+        except (*_CONNECTION_ERRORS, pex.AMQPChannelError):
             pass
 
     def close(self) -> None:
@@ -266,7 +266,7 @@ class PikaPublisher:
                 except pex.ChannelClosedByBroker as exc:
                     self._channel = None
                     raise _wrap(exc, what) from exc
-                except _CONNECTION_ERRORS + (pex.ChannelWrongStateError,) as exc:
+                except (*_CONNECTION_ERRORS, pex.ChannelWrongStateError) as exc:
                     last = exc
                     self._channel = None
             raise _wrap(last or RuntimeError("unknown"), what)
