@@ -13,7 +13,7 @@ import time
 import typing as t
 
 from volley import Executor
-from volley.sdk.future import ComputeFuture
+from volley.sdk.executor import ComputeFuture
 
 task_group_id = sys.argv[1] if len(sys.argv) > 1 else None
 

@@ -9,6 +9,7 @@ authorizer), as upstream does.
 from __future__ import annotations
 
 import inspect
+import logging
 import platform
 import threading
 import uuid
@@ -21,6 +22,8 @@ from volley.sdk.batch import Batch, as_uuid, create_user_runtime
 from volley.sdk.http import ApiSession
 from volley.serialize import ComputeSerializer
 from volley.version import __version__
+
+log = logging.getLogger(__name__)
 
 _ENVIRONMENT_URLS = {
     "production": "https://compute.api.globus.org",
@@ -82,6 +85,7 @@ class Client:
         # it, so an Executor can later reload them with Executor(task_group_id=...).
         self.session_task_group_id = str(uuid.uuid4())
         self._task_status_table: dict[str, dict[str, Any]] = {}
+        self._version_mismatch_already_warned_eps: set[Any] = set()
         self._request_lock = threading.Lock()
         if do_version_check:
             self.version_check()
@@ -99,6 +103,45 @@ class Client:
         if endpoint_version is not None:
             compare_versions(endpoint_version, min_ep, package_name="volley")
 
+    def logout(self) -> None:
+        """Bearer tokens are revoked on the service side; there is no login to end here."""
+        log.warning(
+            "Logout is not supported when Client is initialized with a token or authorizer "
+            "(revoke the token on the service instead)"
+        )
+
+    def _log_version_mismatch(self, details: dict[str, Any] | None) -> None:
+        """Warn once per endpoint whose workers run another Python or dill than this SDK."""
+        if not details:
+            return
+        ep = details.get("endpoint_id")
+        if ep in self._version_mismatch_already_warned_eps:
+            return
+        import dill
+
+        local_py = platform.python_version()
+        remote_py = str(details.get("python_version") or "unknown")
+        remote_dill = str(details.get("dill_version") or "unknown")
+        if remote_py == local_py and remote_dill == dill.__version__:
+            return
+        self._version_mismatch_already_warned_eps.add(ep)
+        warnings.warn(
+            f"\nEnvironment differences detected between local SDK and endpoint {ep} workers:\n"
+            f"\tSDK: Python {local_py}/Dill {dill.__version__}\n"
+            f"\tWorkers: Python {remote_py}/Dill {remote_dill}\n"
+            "This may cause serialization issues.  See the user guide's section on avoiding "
+            "serialization errors.",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    def get_worker_hardware_details(self, endpoint_id: Any) -> str:
+        """Submit a hardware report task to ``endpoint_id``; returns its task id."""
+        from volley.sdk.hardware_report import run_hardware_report
+
+        fid = self.register_function(run_hardware_report)
+        return self.run("Compute Endpoint worker", endpoint_id=endpoint_id, function_id=fid)
+
     # --- tasks ------------------------------------------------------------------------------
     def _status(self, task_id: str, doc: dict[str, Any]) -> dict[str, Any]:
         from volley.errors import TaskExecutionFailed
@@ -111,6 +154,7 @@ class Client:
             return out
         if doc.get("task_id") != task_id:
             raise ValueError(f"Task {task_id} returned invalid response: ({doc})")
+        self._log_version_mismatch(doc.get("details"))
         completion_t = doc.get("completion_t", "unknown")
         if "result" in doc:
             out["result"] = self.fx_serializer.deserialize(doc["result"])
