@@ -275,3 +275,29 @@ def test_client_api_errors_carry_status(endpoint_id: str) -> None:
     with pytest.raises(ComputeAPIError) as info:
         bad.get_endpoints()
     assert info.value.http_status == 401
+
+
+def test_interpreter_waits_for_open_futures_at_exit(stack: dict[str, Any], endpoint_id: str) -> None:
+    # like concurrent.futures: a script that never calls result() or shutdown() still sees its
+    # futures resolved before the interpreter exits
+    script = textwrap.dedent(
+        f"""
+        from volley import Executor
+
+        def late(x):
+            import time
+            time.sleep(1.0)
+            return x + 1
+
+        ex = Executor(endpoint_id="{endpoint_id}")
+        fut = ex.submit(late, 41)
+        fut.add_done_callback(lambda f: print("resolved", f.result(), flush=True))
+        print("main done", flush=True)
+        """
+    )
+    import os
+
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, VOLLEY_HOME=stack["state_dir"]))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["main", "done", "resolved", "42"]
