@@ -5,6 +5,7 @@ released while waiting, and a publisher with batched publisher confirms. Checked
 compiled module by ``python -m mypy.stubtest volley._core``.
 """
 
+from collections.abc import Sequence
 from typing import Any, final
 
 __all__ = [
@@ -186,7 +187,7 @@ class Publisher:
         """``"ack"``, ``"nack"`` or ``"returned"`` (mandatory and unroutable)."""
     def publish_batch(
         self,
-        messages: list[tuple[str, str, bytes, dict[str, Any] | None, int | None]],
+        messages: Sequence[tuple[str, str, bytes, dict[str, Any] | None, int | None]],
         *,
         persistent: bool = True,
         mandatory: bool = False,
