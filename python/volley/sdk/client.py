@@ -238,8 +238,6 @@ class Client:
             raise ValueError(
                 "`function` specified; cannot also specify `function_code`, `function_name`, or `metadata`"
             )
-        if ha_endpoint_id and (public or group):
-            raise ValueError("`ha_endpoint_id` is mutually exclusive with `public` and `group`")
         ser = self.fx_serializer
         code = ser.pack_buffers([ser.serialize(function)])
         if len(code) > MAX_PAYLOAD_SIZE:
@@ -259,15 +257,7 @@ class Client:
             },
         }
         description = description if description is not None else inspect.getdoc(function)
-        if description:
-            body["description"] = description
-        if public:
-            body["public"] = True
-        if group:
-            body["group"] = str(group)
-        if ha_endpoint_id:
-            body["ha_endpoint_id"] = str(ha_endpoint_id)
-        return self._api.post("/v3/functions", json=body)["function_uuid"]
+        return self._post_function(body, description, public, group, ha_endpoint_id)
 
     def register_source_code(self, source: str, function_name: str, description: str | None = None,
                              metadata: dict[str, Any] | None = None, public: bool = False,
@@ -278,6 +268,13 @@ class Client:
             "serialized": False,
             "meta": metadata or {"python_version": platform.python_version(), "sdk_version": __version__},
         }
+        return self._post_function(body, description, public, group, ha_endpoint_id)
+
+    def _post_function(self, body: dict[str, Any], description: str | None, public: bool,
+                       group: Any, ha_endpoint_id: Any) -> str:
+        """The optional fields of a registration, as upstream sends them, then the POST."""
+        if ha_endpoint_id and (public or group):
+            raise ValueError("`ha_endpoint_id` is mutually exclusive with `public` and `group`")
         if description:
             body["description"] = description
         if public:
