@@ -89,14 +89,22 @@ def token() -> None:
 @click.option("--database-url", help="The service's database (default: the local stack's).")
 def token_create(user: str, database_url: str | None) -> None:
     """Create a token for USER and print it (only its hash is stored)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from volley.config import volley_home
     from volley.service.auth import create_token
-    from volley.service.db import init_db, make_engine
+    from volley.service.db import DatabaseError, init_db, make_engine
 
     url = database_url or f"sqlite:///{volley_home() / 'service' / 'service.db'}"
-    engine = make_engine(url)
-    with init_db(engine)() as s:
-        click.echo(create_token(s, user)[1])
+    try:
+        engine = make_engine(url)
+        try:
+            with init_db(engine)() as s:
+                click.echo(create_token(s, user)[1])
+        finally:
+            engine.dispose()
+    except (DatabaseError, SQLAlchemyError, ValueError) as exc:
+        raise click.ClickException(f"cannot create a token: {exc}") from exc
 
 
 def _register_subcommands() -> None:

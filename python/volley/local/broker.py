@@ -62,11 +62,18 @@ class BrokerInfo:
     admin_password: str
     ca_file: str
     directory: str
+    # HTTPS port of the management API, through which the service manages broker users
+    management_port: int = 0
 
     def url(self, user: str | None = None, password: str | None = None) -> str:
         user = user or self.admin_user
         password = password or self.admin_password
         return f"amqps://{quote(user, safe='')}:{quote(password, safe='')}@localhost:{self.amqps_port}/%2F"
+
+    def management_url(self) -> str:
+        """The management API's base URL, administrative credentials included."""
+        user, password = quote(self.admin_user, safe=""), quote(self.admin_password, safe="")
+        return f"https://{user}:{password}@localhost:{self.management_port}"
 
 
 class RabbitNode:
@@ -85,6 +92,8 @@ class RabbitNode:
             if not self.running(info):
                 if port_open(info.amqps_port):
                     info.amqps_port = free_port()
+                if not info.management_port or port_open(info.management_port):
+                    info.management_port = free_port()
                 info.dist_port, info.epmd_port = free_port(), free_port()
         else:
             info = BrokerInfo(
@@ -92,6 +101,7 @@ class RabbitNode:
                 amqps_port=free_port(),
                 dist_port=free_port(),
                 epmd_port=free_port(),
+                management_port=free_port(),
                 admin_user="volley-admin",
                 admin_password=secrets.token_urlsafe(24),
                 ca_file="",
@@ -135,13 +145,21 @@ class RabbitNode:
                     "loopback_users = none",
                     f"load_definitions = {defs}",
                     f"consumer_timeout = {CONSUMER_TIMEOUT_MS}",
+                    # the management API (HTTPS on loopback only) is how the service creates
+                    # per-user and per-endpoint broker users; its statistics are not needed
+                    f"management.ssl.port = {info.management_port}",
+                    "management.ssl.ip = 127.0.0.1",
+                    f"management.ssl.cacertfile = {tls['ca']}",
+                    f"management.ssl.certfile = {tls['cert']}",
+                    f"management.ssl.keyfile = {tls['key']}",
+                    "management_agent.disable_metrics_collector = true",
                     "log.console = false",
                     "log.file.level = info",
                     "",
                 ]
             )
         )
-        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "enabled_plugins").write_text("[rabbitmq_management].\n")
         (self.dir / "rabbitmq-env.conf").write_text("# private node: settings come from the environment\n")
         (self.dir / "advanced.config").write_text("[].\n")
 
@@ -186,13 +204,14 @@ class RabbitNode:
                     f"RabbitMQ node {info.node} exited with code {proc.returncode} during boot; "
                     f"see {self.dir / 'server.out'} and {self.dir / 'log'}:\n{self.log_tail()}"
                 )
-            if port_open(info.amqps_port) and _amqps_login(info):
+            if port_open(info.amqps_port) and _amqps_login(info) and _management_ready(info):
                 return
             time.sleep(0.25)
         self.stop(info)
         raise BrokerError(
             f"RabbitMQ node {info.node} did not accept AMQPS logins on port {info.amqps_port} "
-            f"within {timeout:.0f}s; see {self.dir / 'log'}:\n{self.log_tail()}"
+            f"and management requests on port {info.management_port} within {timeout:.0f}s; "
+            f"see {self.dir / 'log'}:\n{self.log_tail()}"
         )
 
     def log_tail(self, lines: int = 20) -> str:
@@ -243,3 +262,18 @@ def _amqps_login(info: BrokerInfo) -> bool:
         return False
     conn.close()
     return True
+
+
+def _management_ready(info: BrokerInfo) -> bool:
+    import requests
+
+    if not info.management_port:
+        return True  # a node prepared before the management API was enabled (see LocalStack)
+    try:
+        r = requests.get(
+            f"https://localhost:{info.management_port}/api/whoami",
+            auth=(info.admin_user, info.admin_password), verify=info.ca_file, timeout=2,
+        )
+    except requests.RequestException:
+        return False
+    return r.ok

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -87,6 +88,11 @@ class LocalStack:
             **json.loads(self.broker.info_file.read_text())
         )
         if self.broker.running():
+            if not info.management_port:
+                raise StackError(
+                    f"the running broker {info.node} was started by an older Volley without the "
+                    "management API the service needs; run `volley local down`, then `volley local up`"
+                )
             self.progress(f"broker: already running ({info.node}, AMQPS port {info.amqps_port})")
             return info
         self.progress(f"broker: starting private RabbitMQ node {info.node} on AMQPS port {info.amqps_port} ...")
@@ -101,13 +107,18 @@ class LocalStack:
         settings.update(
             database_url=f"sqlite:///{self.service_dir / 'service.db'}",
             broker_url=info.url(),
+            broker_management_url=f"https://localhost:{info.management_port}",
             ca_file=info.ca_file,
             host="127.0.0.1",
         )
+        # broker passwords of users and endpoints derive from this key: keep it across restarts
+        settings.setdefault("secret_key", secrets.token_urlsafe(32))
+        settings.pop("public_broker_url", None)  # the admin URL is never handed out
         pidfile = self.service_dir / "service.pid"
         running = self._pid_alive(pidfile)
         if not running:
             settings["port"] = free_port()
+            self._retire_legacy_database()
         path = self._service_settings_path()
         path.write_text(json.dumps(settings, indent=2))
         os.chmod(path, 0o600)
@@ -145,6 +156,26 @@ class LocalStack:
                 pass
             time.sleep(0.1)
         raise StackError(f"the service did not answer at {url} within {timeout:.0f}s")
+
+    def _retire_legacy_database(self) -> None:
+        """Move aside a database made by the pre-migration skeleton; a new one is created."""
+        from volley.service.db import is_legacy_database, make_engine
+
+        db = self.service_dir / "service.db"
+        if not db.exists():
+            return
+        engine = make_engine(f"sqlite:///{db}")
+        try:
+            legacy = is_legacy_database(engine)
+        finally:
+            engine.dispose()
+        if legacy:
+            aside = db.with_name(f"service.db.pre-migrations-{int(time.time())}")
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(db) + suffix)
+                if src.exists():
+                    src.replace(Path(str(aside) + suffix))
+            self.progress(f"service: moved a database from an older Volley aside to {aside.name}")
 
     @staticmethod
     def _token_known(database_url: str, token: str) -> bool:

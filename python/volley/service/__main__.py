@@ -4,30 +4,38 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 import uvicorn
 
 from volley.service.app import create_app
-from volley.service.settings import ServiceSettings
+from volley.service.db import DatabaseError
+from volley.service.settings import ServiceSettings, SettingsError
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m volley.service")
     parser.add_argument("--config", help="JSON settings file (see volley.service.settings)")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
-    parser.add_argument("--database-url")
+    parser.add_argument("--database-url", help="e.g. postgresql+psycopg://user@host/db (default: SQLite)")
     args = parser.parse_args(argv)
-    settings = ServiceSettings.load(args.config)
-    if args.host:
-        settings.host = args.host
-    if args.port:
-        settings.port = args.port
-    if args.database_url:
-        settings.database_url = args.database_url
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    try:
+        settings = ServiceSettings.load(args.config)
+        if args.host:
+            settings.host = args.host
+        if args.port:
+            settings.port = args.port
+        if args.database_url:
+            settings.database_url = args.database_url
+        app = create_app(settings)
+    except (SettingsError, DatabaseError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,98 +1,76 @@
-"""The FastAPI application: wiring of storage, broker, background consumers and routes."""
+"""The FastAPI application: wiring of storage, broker, background threads and routes."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.orm import sessionmaker
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
 
-from volley.protocol.topology import MAX_PAYLOAD_SIZE
 from volley.service.auth import TokenCache
+from volley.service.credentials import BrokerCredentials
 from volley.service.db import init_db, make_engine
+from volley.service.errors import ApiError, install_error_handlers
+from volley.service.expiry import Purger
 from volley.service.gateway import BrokerGateway
+from volley.service.limits import BodySizeLimit
 from volley.service.router import HeartbeatListener, ResultRouter
 from volley.service.settings import ServiceSettings
+from volley.service.state import ServiceState
 from volley.version import __version__
 
 log = logging.getLogger(__name__)
 
-
-class ApiError(Exception):
-    """An error answered as ``{"code": ..., "message": ...}`` with an HTTP status."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-@dataclass
-class ServiceState:
-    settings: ServiceSettings
-    sessions: sessionmaker
-    gateway: BrokerGateway
-    tokens: TokenCache
+__all__ = ["ApiError", "ServiceState", "create_app"]
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
+    """Build the service.  Nothing connects until the app starts (its lifespan): then the
+    database is migrated, the broker topology declared and the background threads started."""
+    # fail at once on inconsistent settings, not at the first request
+    BrokerCredentials.check(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sessions = init_db(make_engine(settings.database_url))
-        gateway = BrokerGateway(settings.broker_url, ca_file=settings.ca_file, transport=settings.transport)
-        gateway.declare_topology()
-        app.state.volley = ServiceState(settings, sessions, gateway, TokenCache())
-        loops = [ResultRouter(gateway, sessions), HeartbeatListener(gateway, sessions)]
-        for loop in loops:
-            loop.start()
-        log.info("volley service %s ready on %s:%s", __version__, settings.host, settings.port)
+        engine = make_engine(settings.database_url)
+        sessions = init_db(engine)
+        gateway = BrokerGateway(
+            settings.broker_url, ca_file=settings.ca_file, transport=settings.transport,
+            sdk_queue_ttl_s=settings.task_ttl_s,
+        )
+        threads: list[Any] = []
         try:
+            gateway.declare_topology()
+            credentials = BrokerCredentials(settings)
+            app.state.volley = ServiceState(settings, sessions, gateway, credentials, TokenCache())
+            threads = [
+                ResultRouter(gateway, sessions),
+                HeartbeatListener(gateway, sessions),
+                Purger(sessions, settings.task_ttl_s, settings.purge_interval_s),
+            ]
+            for t in threads:
+                t.start()
+            app.state.volley_threads = threads
+            log.info("volley service %s ready on %s:%s", __version__, settings.host, settings.port)
             yield
         finally:
-            for loop in loops:
-                loop.stop()
-            for loop in loops:
-                loop.join(timeout=10)
+            for t in threads:
+                t.stop()
+            for t in threads:
+                t.join(timeout=10)
             gateway.close()
+            engine.dispose()
 
-    app = FastAPI(title="Volley", version=__version__, lifespan=lifespan)
-
-    @app.exception_handler(ApiError)
-    async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
-        )
-        return JSONResponse(
-            {"code": "INVALID_REQUEST", "message": f"malformed request body: {problems}"},
-            status_code=422,
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
-        return JSONResponse({"code": code, "message": str(exc.detail)}, status_code=exc.status_code)
-
-    @app.middleware("http")
-    async def _limit_size(request: Request, call_next):  # type: ignore[no-untyped-def]
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_PAYLOAD_SIZE + 64 * 1024:
-            return JSONResponse(
-                {
-                    "code": "PAYLOAD_TOO_LARGE",
-                    "message": f"request body of {length} bytes exceeds the 10 MiB limit",
-                },
-                status_code=413,
-            )
-        return await call_next(request)
+    app = FastAPI(
+        title="Volley",
+        version=__version__,
+        summary="Globus-Compute-compatible function-as-a-service: REST API of the web service",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 
     from volley.service.routes import router
 

@@ -1,100 +1,22 @@
-"""Storage: SQLAlchemy 2 models and engine set-up (SQLite with WAL by default, PostgreSQL by URL)."""
+"""Storage set-up: engines (SQLite in WAL mode by default, PostgreSQL by URL), schema migrations
+(Alembic, run at start by whoever opens the database first) and sessions."""
 
 from __future__ import annotations
 
-import time
-import uuid
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Float,
-    ForeignKey,
-    Index,
-    String,
-    Text,
-    create_engine,
-    event,
-)
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# pg_advisory_xact_lock key: service processes starting together migrate one after the other
+_MIGRATION_LOCK_KEY = 0x766F6C6C6579  # "volley"
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class User(Base):
-    __tablename__ = "users"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
-    created_at: Mapped[float] = mapped_column(Float, default=time.time)
-
-
-class Token(Base):
-    __tablename__ = "tokens"
-    # sha256 of the bearer token; the token itself is never stored
-    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[float] = mapped_column(Float, default=time.time)
-
-
-class Function(Base):
-    __tablename__ = "functions"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(255))
-    code: Mapped[str] = mapped_column(Text)
-    description: Mapped[str | None] = mapped_column(Text, nullable=True)
-    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[float] = mapped_column(Float, default=time.time)
-
-
-class Endpoint(Base):
-    __tablename__ = "endpoints"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(255))
-    display_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
-    heartbeat_period: Mapped[float] = mapped_column(Float, default=30.0)
-    active: Mapped[bool] = mapped_column(Boolean, default=False)
-    status_report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[float] = mapped_column(Float, default=time.time)
-
-
-class TaskGroup(Base):
-    __tablename__ = "task_groups"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    has_queue: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[float] = mapped_column(Float, default=time.time)
-
-
-class Task(Base):
-    __tablename__ = "tasks"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    task_group_id: Mapped[str] = mapped_column(ForeignKey("task_groups.id", ondelete="CASCADE"))
-    endpoint_id: Mapped[str] = mapped_column(String(36))
-    function_id: Mapped[str] = mapped_column(String(36))
-    status: Mapped[str] = mapped_column(String(32), default="waiting-for-ep")
-    result: Mapped[str | None] = mapped_column(Text, nullable=True)
-    exception: Mapped[str | None] = mapped_column(Text, nullable=True)
-    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    completion_t: Mapped[float | None] = mapped_column(Float, nullable=True)
-    created_at: Mapped[float] = mapped_column(Float, default=time.time)
-
-    __table_args__ = (Index("ix_tasks_group_created", "task_group_id", "created_at"),)
-
-
-TERMINAL_STATES = ("success", "failed")
+class DatabaseError(RuntimeError):
+    """The database cannot be used as it is; the text says why and what to do."""
 
 
 def make_engine(url: str) -> Engine:
@@ -105,14 +27,63 @@ def make_engine(url: str) -> Engine:
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a result is on disk before its AMQP message is acked, even across power loss
+            cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
         return engine
+    if url.startswith("postgresql:") or url.startswith("postgres:"):
+        raise DatabaseError(
+            f"database URL {_redact(url)!r} names no driver: use postgresql+psycopg://... "
+            "(psycopg 3, `pip install 'psycopg[binary]'`)"
+        )
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not even a URL: nothing secret can be recovered from the message
+        return "<unparsable URL>"
+
+
+def alembic_config(connection: Connection) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (idempotent; safe with several processes on PostgreSQL)."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+        names = set(inspect(conn).get_table_names())
+        if "users" in names and "alembic_version" not in names:
+            raise DatabaseError(
+                f"the database at {_redact(str(engine.url))} was created by a pre-release Volley "
+                "without migrations; move it aside (the local stack does this itself) or point "
+                "the service at a new database"
+            )
+        command.upgrade(alembic_config(conn), revision)
+
+
+def is_legacy_database(engine: Engine) -> bool:
+    """True for a database made by the pre-migration skeleton (tables, no alembic_version)."""
+    with engine.connect() as conn:
+        names = set(inspect(conn).get_table_names())
+    return "users" in names and "alembic_version" not in names
+
+
 def init_db(engine: Engine) -> sessionmaker:
-    Base.metadata.create_all(engine)
+    """Migrate to the newest schema and return a session factory."""
+    migrate(engine)
     return sessionmaker(engine, expire_on_commit=False)

@@ -1,4 +1,5 @@
-"""The service's side of the broker: topology, task publishing, result forwarding."""
+"""The service's side of the broker: topology (reference/endpoint-protocol.md §5.2), task
+publishing with batched publisher confirms, and the per-task-group SDK queues."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from volley.transport import Publisher, open_publisher
 
 log = logging.getLogger(__name__)
 
-# Per-task-group SDK queues disappear after this long unused (the task TTL).
-SDK_QUEUE_EXPIRES_MS = 14 * 24 * 3600 * 1000
+_DEAD_LETTER = {"x-dead-letter-exchange": topo.DEAD_LETTER_EXCHANGE}
+DEAD_LETTER_MAX_LENGTH = 100_000
 
 
 class PublishFailed(RuntimeError):
@@ -21,42 +22,61 @@ class PublishFailed(RuntimeError):
 
 
 class BrokerGateway:
-    def __init__(self, url: str, *, ca_file: str | None, transport: str | None) -> None:
+    def __init__(self, url: str, *, ca_file: str | None, transport: str | None, sdk_queue_ttl_s: float) -> None:
         self.url = url
         self.ca_file = ca_file
         self.transport = transport
+        # unused SDK queues vanish with the task records they would carry (the TTL)
+        self.sdk_queue_expires_ms = max(1000, int(sdk_queue_ttl_s * 1000))
         self.publisher: Publisher = open_publisher(url, transport=transport, ca_file=ca_file)
+
+    def open_publisher(self) -> Publisher:
+        """Another confirming publisher on the same broker (the router's own, so forwarding
+        never queues behind submissions)."""
+        return open_publisher(self.url, transport=self.transport, ca_file=self.ca_file)
 
     def declare_topology(self) -> None:
         p = self.publisher
         p.declare_exchange(topo.DEAD_LETTER_EXCHANGE, "fanout")
-        p.declare_queue(topo.DEAD_LETTER_QUEUE)
+        # bounded: a misbehaving endpoint must not be able to fill the broker with garbage;
+        # beyond the bound the oldest poison messages go (each was logged when it arrived)
+        self._declare_or_keep(
+            topo.DEAD_LETTER_QUEUE,
+            {"x-max-length": DEAD_LETTER_MAX_LENGTH, "x-overflow": "drop-head"},
+        )
         p.bind_queue(topo.DEAD_LETTER_QUEUE, topo.DEAD_LETTER_EXCHANGE, "")
         p.declare_exchange(topo.TASKS_EXCHANGE, "direct")
-        dlx = {"x-dead-letter-exchange": topo.DEAD_LETTER_EXCHANGE}
         for exchange, queue in (
             (topo.RESULTS_EXCHANGE, topo.RESULTS_QUEUE),
             (topo.HEARTBEATS_EXCHANGE, topo.HEARTBEATS_QUEUE),
         ):
             p.declare_exchange(exchange, "topic")
-            p.declare_queue(queue, arguments=dlx)
+            p.declare_queue(queue, arguments=_DEAD_LETTER)
             p.bind_queue(queue, exchange, f"*.{queue}")
 
     def declare_endpoint_queue(self, endpoint_id: str) -> None:
         queue = topo.task_queue(endpoint_id)
-        self.publisher.declare_queue(
-            queue, arguments={"x-dead-letter-exchange": topo.DEAD_LETTER_EXCHANGE}
-        )
+        self.publisher.declare_queue(queue, arguments=_DEAD_LETTER)
         self.publisher.bind_queue(queue, topo.TASKS_EXCHANGE, queue)
 
+    def delete_endpoint_queue(self, endpoint_id: str) -> None:
+        self.publisher.delete_queue(topo.task_queue(endpoint_id))
+
     def declare_sdk_queue(self, name: str) -> None:
-        self.publisher.declare_queue(
-            name,
-            arguments={
-                "x-expires": SDK_QUEUE_EXPIRES_MS,
-                "x-dead-letter-exchange": topo.DEAD_LETTER_EXCHANGE,
-            },
-        )
+        """Declare (or touch) a task group's result queue.  Declaring again restarts its expiry."""
+        self._declare_or_keep(name, {"x-expires": self.sdk_queue_expires_ms, **_DEAD_LETTER})
+
+    def _declare_or_keep(self, name: str, arguments: dict[str, Any]) -> None:
+        """Declare ``name``; if it exists with other arguments (declared under other settings or
+        by an older version: PRECONDITION_FAILED), keep it as it is -- it exists, which is what
+        callers need -- rather than fail."""
+        try:
+            self.publisher.declare_queue(name, arguments=arguments)
+        except ConnectionError as exc:  # both transports' "channel closed" errors are these
+            if "406" not in str(exc) and "PRECONDITION" not in str(exc):
+                raise
+            log.info("queue %r exists with other arguments than %s; keeping it", name, arguments)
+            self.publisher.declare_queue(name, passive=True)
 
     def publish_tasks(
         self,
@@ -78,17 +98,20 @@ class BrokerGateway:
             for tid, fid, body in tasks
         ]
         outcomes = self.publisher.publish_batch(batch, mandatory=True)
+        returned = [m for m, o in zip(batch, outcomes, strict=True) if o == "returned"]
+        if returned:
+            # the endpoint's queue is gone (deleted by hand, or a broker that lost its state):
+            # declare it again and send what came back, once
+            log.warning("task queue of endpoint %s was missing; declared it again", endpoint_id)
+            self.declare_endpoint_queue(endpoint_id)
+            outcomes = [o for o in outcomes if o != "returned"]
+            outcomes += self.publisher.publish_batch(returned, mandatory=True)
         bad = [o for o in outcomes if o != "ack"]
         if bad:
             raise PublishFailed(
                 f"the broker did not accept {len(bad)} of {len(batch)} task messages "
-                f"({', '.join(sorted(set(bad)))}); is the endpoint's task queue present?"
+                f"({', '.join(sorted(set(bad)))})"
             )
-
-    def forward_results(self, items: Sequence[tuple[str, bytes, int]]) -> list[str]:
-        """Send packed Results to SDK queues: ``(queue, body, completion_timestamp)``."""
-        batch = [("", queue, body, None, ts) for queue, body, ts in items]
-        return self.publisher.publish_batch(batch)
 
     def close(self) -> None:
         self.publisher.close()

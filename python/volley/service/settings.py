@@ -6,24 +6,45 @@ import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
+
+from volley.protocol.topology import MAX_PAYLOAD_SIZE
+
+
+class SettingsError(ValueError):
+    """A setting is missing, unknown or of the wrong type; the text names it."""
 
 
 @dataclass
 class ServiceSettings:
     database_url: str = "sqlite:///volley-service.db"
-    # how the service itself reaches the broker (administrative credentials)
+    # how the service itself reaches the broker (administrative credentials; never handed out)
     broker_url: str = "amqps://localhost:5671/%2F"
-    # the URL handed to SDKs and endpoints (credentials included); defaults to broker_url
+    # the broker's management API (https://host:port, credentials in the URL or else those of
+    # broker_url); through it the service gives each user and endpoint its own broker user
+    broker_management_url: str | None = None
+    # where clients reach the broker (scheme, host, port, vhost, query); defaults to broker_url.
+    # Without a management API its credentials are handed to everyone: shared-credential mode.
     public_broker_url: str | None = None
+    # key from which per-principal broker passwords are derived (HMAC); required with a
+    # management API, and identical on every service process that shares one broker
+    secret_key: str | None = None
     ca_file: str | None = None
     host: str = "127.0.0.1"
     port: int = 5000
     transport: str | None = None
+    # results and task records are deleted this long after their last change (upstream: 14 days)
     task_ttl_s: float = 14 * 24 * 3600.0
+    # how often expired records are purged
+    purge_interval_s: float = 3600.0
+    # how long a locked endpoint (POST /v3/endpoints/{id}/lock) may not re-register
+    endpoint_lock_s: float = 60.0
+    # the largest request body accepted (413 above it)
+    max_request_bytes: int = MAX_PAYLOAD_SIZE
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ServiceSettings:
-        values: dict = {}
+        values: dict[str, Any] = {}
         if path:
             values.update(json.loads(Path(path).read_text()))
         for f in fields(cls):
@@ -33,12 +54,18 @@ class ServiceSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown service setting(s) {unknown}; known: {sorted(known)}")
+            raise SettingsError(f"unknown service setting(s) {unknown}; known: {sorted(known)}")
         settings = cls(**values)
-        settings.port = int(settings.port)
-        settings.task_ttl_s = float(settings.task_ttl_s)
+        try:
+            settings.port = int(settings.port)
+            settings.max_request_bytes = int(settings.max_request_bytes)
+            for name in ("task_ttl_s", "purge_interval_s", "endpoint_lock_s"):
+                setattr(settings, name, float(getattr(settings, name)))
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(f"a numeric service setting is not a number: {exc}") from None
         return settings
 
     @property
-    def handed_out_url(self) -> str:
-        return self.public_broker_url or self.broker_url
+    def shared_broker_credentials(self) -> bool:
+        """True when no management API is configured: every client gets public_broker_url."""
+        return not self.broker_management_url

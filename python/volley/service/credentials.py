@@ -1,0 +1,172 @@
+"""Broker credentials per principal: one RabbitMQ user per Volley user (``u-<user_id>``) and per
+endpoint (``e-<endpoint_id>``), each allowed exactly its own queues and routing keys.
+
+* A user may only consume its result queues ``sdk.<user_id>.*``; it can declare, bind and
+  publish nothing.
+* An endpoint may consume only ``<endpoint_id>.tasks`` and publish only to the ``results`` and
+  ``heartbeats`` exchanges, and there (topic permissions) only under ``<endpoint_id>.results``
+  and ``<endpoint_id>.heartbeats``.  Endpoints only passive-declare, which RabbitMQ 3.10 allows
+  without any permission, so they get no configure rights at all.
+
+Passwords are not stored anywhere: each is an HMAC of the principal's name under the service's
+``secret_key``, so every service process derives the same password and can hand it out again,
+and a copy of the database reveals none.  Broker users are (re)created on first use by each
+service process, which also repairs a broker whose state was lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from volley.protocol import topology as topo
+from volley.service.broker_admin import ManagementApi
+from volley.service.settings import ServiceSettings, SettingsError
+
+log = logging.getLogger(__name__)
+
+NOTHING = "^$"  # a RabbitMQ permission pattern that matches no resource name
+
+
+@dataclass(frozen=True)
+class Grant:
+    configure: str
+    write: str
+    read: str
+    # (exchange, write pattern, read pattern) on routing keys of topic exchanges
+    topics: tuple[tuple[str, str, str], ...] = ()
+
+
+def user_principal(user_id: str) -> str:
+    return f"u-{user_id}"
+
+
+def endpoint_principal(endpoint_id: str) -> str:
+    return f"e-{endpoint_id}"
+
+
+def user_grant(user_id: str) -> Grant:
+    return Grant(NOTHING, NOTHING, f"^{re.escape(topo.sdk_queue_prefix(user_id))}.+$")
+
+
+def endpoint_grant(endpoint_id: str) -> Grant:
+    results, heartbeats = topo.RESULTS_EXCHANGE, topo.HEARTBEATS_EXCHANGE
+    return Grant(
+        configure=NOTHING,
+        write=f"^({re.escape(results)}|{re.escape(heartbeats)})$",
+        read=f"^{re.escape(topo.task_queue(endpoint_id))}$",
+        topics=(
+            (results, f"^{re.escape(topo.results_routing_key(endpoint_id))}$", NOTHING),
+            (heartbeats, f"^{re.escape(topo.heartbeats_routing_key(endpoint_id))}$", NOTHING),
+        ),
+    )
+
+
+def derive_password(secret_key: str, principal: str) -> str:
+    mac = hmac.new(secret_key.encode(), b"volley-broker-user:" + principal.encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+
+def vhost_of(url: str) -> str:
+    path = urlsplit(url).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """``url`` with its user and password replaced (host, port, vhost and query kept)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path or "/%2F", parts.query, ""))
+
+
+class BrokerCredentials:
+    """Hands out AMQP URLs per principal, creating the broker user the first time."""
+
+    @staticmethod
+    def check(settings: ServiceSettings) -> None:
+        """Raise :class:`SettingsError` unless the broker settings make a usable combination."""
+        if settings.shared_broker_credentials and not settings.public_broker_url:
+            raise SettingsError(
+                "no broker_management_url: set it (per-principal broker users), or set "
+                "public_broker_url to the one URL every client may use (shared credentials); "
+                "the service never hands out its own broker_url"
+            )
+        if not settings.shared_broker_credentials and not settings.secret_key:
+            raise SettingsError(
+                "secret_key is required with broker_management_url (broker passwords derive from it)"
+            )
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.check(settings)
+        self.base_url = settings.public_broker_url or settings.broker_url
+        self.shared = settings.shared_broker_credentials
+        self._api: ManagementApi | None = None
+        self._secret = settings.secret_key or ""
+        self._lock = threading.Lock()
+        self._provisioned: set[str] = set()
+        if self.shared:
+            log.warning(
+                "no broker management API configured: every user and endpoint gets the same "
+                "broker credentials (public_broker_url); the broker does not isolate tenants"
+            )
+            return
+        admin = urlsplit(settings.broker_url)
+        self._api = ManagementApi(
+            settings.broker_management_url or "",
+            default_credentials=(unquote(admin.username or ""), unquote(admin.password or "")),
+            ca_file=settings.ca_file,
+        )
+        self.vhost = vhost_of(settings.broker_url)
+
+    @property
+    def api(self) -> ManagementApi | None:
+        return self._api
+
+    def for_user(self, user_id: str) -> str:
+        return self._url(user_principal(user_id), user_grant(user_id))
+
+    def for_endpoint(self, endpoint_id: str, *, refresh: bool = False) -> str:
+        """The endpoint's URL; ``refresh`` re-creates its broker user even if this process made
+        it already (registration does: another process may have revoked it meanwhile)."""
+        return self._url(endpoint_principal(endpoint_id), endpoint_grant(endpoint_id), refresh=refresh)
+
+    def revoke_endpoint(self, endpoint_id: str) -> None:
+        """Delete the endpoint's broker user; RabbitMQ closes its open connections."""
+        if self._api is None:
+            return
+        name = endpoint_principal(endpoint_id)
+        with self._lock:
+            self._provisioned.discard(name)
+        self._api.delete_user(name)
+
+    def _url(self, principal: str, grant: Grant, *, refresh: bool = False) -> str:
+        if self._api is None:
+            return self.base_url
+        password = derive_password(self._secret, principal)
+        with self._lock:
+            known = principal in self._provisioned and not refresh
+        if not known:
+            self._provision(principal, password, grant)
+            with self._lock:
+                self._provisioned.add(principal)
+        return with_credentials(self.base_url, principal, password)
+
+    def _provision(self, principal: str, password: str, grant: Grant) -> None:
+        assert self._api is not None
+        api, vhost = self._api, self.vhost
+        api.put_user(principal, password)
+        api.set_permissions(vhost, principal, configure=grant.configure, write=grant.write, read=grant.read)
+        for exchange, write, read in grant.topics:
+            api.set_topic_permissions(vhost, principal, exchange=exchange, write=write, read=read)
+        log.info("broker user %s ready", principal)

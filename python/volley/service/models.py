@@ -1,0 +1,110 @@
+"""The service's tables (SQLAlchemy 2 ORM).  The schema itself is created and changed only by
+the Alembic migrations in ``volley/service/migrations``; these classes must match them (a test
+compares the two).
+
+Times are UNIX seconds (float).  Ids are canonical lowercase UUID strings, so SQLite and
+PostgreSQL store and compare them the same way.  Every row that belongs to someone has an
+``owner_id``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    # sha256 of the bearer token; the token itself is never stored
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Function(Base):
+    __tablename__ = "functions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    # the packed buffer the endpoint receives in front of each task's arguments
+    code: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # public functions may be read and run by every user (upstream's ``public``)
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Endpoint(Base):
+    __tablename__ = "endpoints"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    display_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # None: any function may run; else the only function ids the service will queue for it
+    allowed_functions: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    multi_user: Mapped[bool] = mapped_column(Boolean, default=False)
+    # set by POST .../lock: until then the endpoint may not register again
+    locked_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    heartbeat_period: Mapped[float] = mapped_column(Float, default=30.0)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    status_report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class TaskGroup(Base):
+    __tablename__ = "task_groups"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # results of this group are forwarded to the owner's AMQP queue for it
+    has_queue: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    # last submission into the group; the group expires with its last task
+    updated_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    task_group_id: Mapped[str] = mapped_column(ForeignKey("task_groups.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[str] = mapped_column(String(36), index=True)
+    function_id: Mapped[str] = mapped_column(String(36))
+    status: Mapped[str] = mapped_column(String(32), default="waiting-for-ep")
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)
+    exception: Mapped[str | None] = mapped_column(Text, nullable=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    completion_t: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the result reached the task group's queue (or there is none); until then a redelivered
+    # duplicate of the result is forwarded again rather than ignored
+    forwarded: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    # submission or completion, whichever is later: the TTL counts from here
+    updated_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
+
+    __table_args__ = (Index("ix_tasks_group_created", "task_group_id", "created_at"),)
+
+
+TERMINAL_STATES = ("success", "failed")

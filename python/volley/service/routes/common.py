@@ -1,0 +1,73 @@
+"""What every authenticated route needs: the caller (user + database session) and ownership
+checks that answer 404 for anything not the caller's."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from volley.service.errors import ApiError, not_found, unauthorized
+from volley.service.state import ServiceState
+
+# auto_error=False: a missing header is our own JSON 401, not FastAPI's 403
+bearer = HTTPBearer(auto_error=False, description="a Volley token (`volley token create`)")
+
+Row = TypeVar("Row")
+
+
+class Caller:
+    def __init__(self, state: ServiceState, session: Session, user_id: str) -> None:
+        self.state, self.session, self.user_id = state, session, user_id
+
+
+def service_state(request: Request) -> ServiceState:
+    return request.app.state.volley  # type: ignore[no-any-return]
+
+
+def caller(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+) -> Iterator[Caller]:
+    state = service_state(request)
+    if credentials is None or not credentials.credentials.strip():
+        raise unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+    with state.sessions() as session:
+        user_id = state.tokens.user_for(session, credentials.credentials.strip())
+        if user_id is None:
+            raise unauthorized("unknown or revoked token; create one with `volley token create`")
+        yield Caller(state, session, user_id)
+
+
+def canonical_uuid(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def owned(c: Caller, model: type[Row], ident: str, what: str, *, public_ok: bool = False) -> Row:
+    """The caller's row ``ident`` of ``model``, else 404 (also for a malformed id)."""
+    key = canonical_uuid(ident)
+    row: Any = c.session.get(model, key) if key else None
+    if row is None or (row.owner_id != c.user_id and not (public_ok and getattr(row, "public", False))):
+        raise not_found(what, ident)
+    return row  # type: ignore[no-any-return]
+
+
+def task_cutoff(c: Caller) -> float:
+    """Tasks last changed before this are expired: answered as if already purged."""
+    return time.time() - c.state.settings.task_ttl_s
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+def invalid(message: str) -> ApiError:
+    return ApiError(422, "INVALID_REQUEST", message)

@@ -1,0 +1,205 @@
+"""Submission and results: batch submit, task status, batch status, task groups, and the AMQP
+URL from which an SDK streams its results."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from volley.protocol import topology as topo
+from volley.protocol.messages import pack_task
+from volley.service.broker_admin import BrokerAdminError
+from volley.service.errors import (
+    COMMON_RESPONSES,
+    ApiError,
+    ErrorBody,
+    broker_unavailable,
+    not_found,
+)
+from volley.service.gateway import PublishFailed
+from volley.service.models import TERMINAL_STATES, Endpoint, Function, Task, TaskGroup
+from volley.service.payloads import MalformedPayload, check_frames
+from volley.service.routes.common import Caller, caller, invalid, iso, owned, task_cutoff
+from volley.service.schemas import (
+    AmqpResultUrl,
+    BatchStatus,
+    BatchStatusBody,
+    SubmitBody,
+    Submitted,
+    TaskDoc,
+    TaskGroupDoc,
+)
+
+router = APIRouter(tags=["tasks"], responses=COMMON_RESPONSES)
+_BROKER_ERRORS = (ConnectionError, TimeoutError, BrokerAdminError)
+
+
+def _task_group(c: Caller, requested: uuid.UUID | None, now: float) -> TaskGroup:
+    """The caller's task group ``requested`` (created if new), or a new one."""
+    tg_id = str(requested) if requested else str(uuid.uuid4())
+    group = c.session.get(TaskGroup, tg_id)
+    if group is None:
+        try:
+            c.session.add(TaskGroup(id=tg_id, owner_id=c.user_id, created_at=now, updated_at=now))
+            c.session.commit()
+        except IntegrityError:  # another submission created it a moment ago
+            c.session.rollback()
+        group = c.session.get(TaskGroup, tg_id)
+    if group is None or group.owner_id != c.user_id:
+        raise not_found("task group", tg_id)
+    return group
+
+
+@router.post(
+    "/v3/endpoints/{endpoint_id}/submit",
+    responses={403: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> Submitted:
+    """Queue a batch of tasks; with ``create_queue`` the task group's result queue exists
+    before this answers."""
+    ep = owned(c, Endpoint, endpoint_id, "endpoint")
+    if not body.tasks or not all(body.tasks.values()):
+        raise invalid("tasks: every function id needs at least one task payload")
+    functions = {str(fid): owned(c, Function, str(fid), "function", public_ok=True) for fid in body.tasks}
+    if ep.allowed_functions is not None:
+        refused = sorted(set(functions) - set(ep.allowed_functions))
+        if refused:
+            raise ApiError(
+                403, "FUNCTION_NOT_ALLOWED",
+                f"endpoint {ep.id} does not allow function(s) {', '.join(refused)}",
+            )
+    for fid, payloads in body.tasks.items():
+        code_len = len(functions[str(fid)].code)
+        for i, payload in enumerate(payloads):
+            if code_len + len(payload) > topo.MAX_PAYLOAD_SIZE:
+                raise ApiError(
+                    413, "PAYLOAD_TOO_LARGE",
+                    f"task {i} of function {fid}: function and arguments exceed the 10 MiB limit",
+                )
+            try:
+                check_frames(payload, 2, f"task {i} of function {fid}")
+            except MalformedPayload as exc:
+                raise invalid(str(exc)) from None
+
+    now = time.time()
+    group = _task_group(c, body.task_group_id, now)
+    state = c.state
+    if body.create_queue:
+        try:
+            state.gateway.declare_sdk_queue(topo.sdk_queue_prefix(c.user_id) + group.id)
+        except _BROKER_ERRORS as exc:
+            raise broker_unavailable(exc) from exc
+        group.has_queue = True
+    group.updated_at = now
+
+    rows: list[dict[str, Any]] = []
+    messages: list[tuple[str, str, bytes]] = []
+    out: dict[str, list[str]] = {}
+    for fid_key, payloads in body.tasks.items():
+        fn = functions[str(fid_key)]
+        ids = out[fn.id] = []
+        for payload in payloads:
+            tid = str(uuid.uuid4())
+            ids.append(tid)
+            rows.append({
+                "id": tid, "owner_id": c.user_id, "task_group_id": group.id, "endpoint_id": ep.id,
+                "function_id": fn.id, "status": "waiting-for-ep", "forwarded": False,
+                "created_at": now, "updated_at": now,
+            })
+            messages.append((tid, fn.id, pack_task(tid, fn.code + payload)))
+    # one multi-row INSERT (executemany) for the whole batch, committed before publishing so a
+    # result can never arrive for a task the router does not know
+    c.session.execute(insert(Task), rows)
+    c.session.commit()
+    try:
+        state.gateway.publish_tasks(
+            ep.id, messages,
+            resource_specification=body.resource_specification,
+            result_serializers=body.result_serializers,
+        )
+    except (PublishFailed, *_BROKER_ERRORS) as exc:
+        ids_sent = [r["id"] for r in rows]
+        for i in range(0, len(ids_sent), 500):
+            c.session.execute(delete(Task).where(Task.id.in_(ids_sent[i : i + 500])))
+        c.session.commit()
+        raise broker_unavailable(exc) from exc
+    return {"request_id": str(uuid.uuid4()), "task_group_id": group.id, "endpoint_id": ep.id, "tasks": out}
+
+
+def task_doc(t: Task) -> TaskDoc:
+    doc: TaskDoc = {"task_id": t.id, "status": t.status, "task_group_id": t.task_group_id}
+    if t.status in TERMINAL_STATES:
+        doc["completion_t"] = str(t.completion_t)
+        doc["details"] = t.details or {}
+        if t.exception is not None:
+            doc["exception"] = t.exception
+        elif t.result is not None:
+            doc["result"] = t.result
+        else:
+            doc["reason"] = "unknown"
+    return doc
+
+
+@router.get("/v2/tasks/{task_id}")
+def get_task(task_id: str, c: Caller = Depends(caller)) -> TaskDoc:
+    t = owned(c, Task, task_id, "task")
+    if t.updated_at < task_cutoff(c):
+        raise not_found("task", task_id)
+    return task_doc(t)
+
+
+@router.post("/v2/batch_status")
+def batch_status(body: BatchStatusBody, c: Caller = Depends(caller)) -> BatchStatus:
+    """Status of each listed task the caller owns; other ids (unknown, malformed, expired,
+    someone else's) are simply absent from ``results``."""
+    wanted = []
+    for tid in body.task_ids:
+        try:
+            wanted.append(str(uuid.UUID(tid)))
+        except (ValueError, AttributeError):
+            continue
+    cutoff = task_cutoff(c)
+    results: dict[str, TaskDoc] = {}
+    for i in range(0, len(wanted), 500):
+        q = select(Task).where(
+            Task.id.in_(wanted[i : i + 500]), Task.owner_id == c.user_id, Task.updated_at >= cutoff
+        )
+        for t in c.session.scalars(q):
+            results[t.id] = task_doc(t)
+    return {"response": "batch", "results": results}
+
+
+@router.get("/v2/taskgroup/{task_group_id}", responses={503: {"model": ErrorBody}})
+def get_task_group(task_group_id: str, c: Caller = Depends(caller)) -> TaskGroupDoc:
+    """The group's tasks; also (re)declares its result queue, so an SDK reloading the group
+    (``Executor.reload_tasks``) streams whatever is still to come."""
+    group = owned(c, TaskGroup, task_group_id, "task group")
+    try:
+        c.state.gateway.declare_sdk_queue(topo.sdk_queue_prefix(c.user_id) + group.id)
+    except _BROKER_ERRORS as exc:
+        raise broker_unavailable(exc) from exc
+    if not group.has_queue:
+        group.has_queue = True
+        c.session.commit()
+    rows = c.session.execute(
+        select(Task.id, Task.created_at)
+        .where(Task.task_group_id == group.id, Task.updated_at >= task_cutoff(c))
+        .order_by(Task.created_at)
+    )
+    return {"taskgroup_id": group.id, "tasks": [{"id": i, "created_at": iso(ts)} for i, ts in rows]}
+
+
+@router.get("/v2/get_amqp_result_connection_url", responses={503: {"model": ErrorBody}})
+def amqp_result_url(c: Caller = Depends(caller)) -> AmqpResultUrl:
+    """Broker URL with the caller's own credentials: they can read ``<queue_prefix>*`` and
+    nothing else."""
+    try:
+        url = c.state.credentials.for_user(c.user_id)
+    except _BROKER_ERRORS as exc:
+        raise broker_unavailable(exc) from exc
+    return {"connection_url": url, "queue_prefix": topo.sdk_queue_prefix(c.user_id)}

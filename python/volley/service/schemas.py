@@ -1,0 +1,175 @@
+"""Request bodies and response shapes of the REST API (reference/sdk.md §4,
+reference/endpoint-protocol.md §4).  They also make up the served OpenAPI schema.
+
+Request models ignore unknown fields (newer SDKs may add some); responses are TypedDicts so
+optional keys are absent rather than ``null`` -- the SDK tests ``"result" in doc``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, Field
+from typing_extensions import NotRequired, TypedDict
+
+
+# --- requests ------------------------------------------------------------------------------------
+class FunctionBody(BaseModel):
+    function_name: str = Field(min_length=1, max_length=255)
+    # a packed buffer holding one serialized function, or raw source when serialized is false
+    function_code: str = Field(min_length=1)
+    serialized: bool = True
+    meta: dict[str, Any] | None = None
+    description: str | None = None
+    public: bool = False
+    group: str | None = None
+    ha_endpoint_id: uuid.UUID | None = None
+
+
+class EndpointBody(BaseModel):
+    endpoint_name: str = Field(min_length=1, max_length=255)
+    display_name: str | None = Field(default=None, max_length=255)
+    metadata: dict[str, Any] | None = None
+    multi_user: bool | None = None
+    allowed_functions: list[uuid.UUID] | None = None
+    authentication_policy: str | None = None
+    subscription_uuid: str | None = None
+    public: bool | None = None
+    high_assurance: bool | None = None
+    admins: list[str] | None = None
+
+
+class SubmitBody(BaseModel):
+    create_queue: bool = False
+    # function id -> task payloads (each a packed [args, kwargs] buffer pair)
+    tasks: dict[uuid.UUID, list[str]]
+    task_group_id: uuid.UUID | None = None
+    resource_specification: dict[str, Any] | None = None
+    user_endpoint_config: dict[str, Any] | None = None
+    user_runtime: dict[str, Any] | None = None
+    result_serializers: list[str] | None = None
+
+
+class BatchStatusBody(BaseModel):
+    task_ids: list[str]
+
+
+# --- responses -----------------------------------------------------------------------------------
+class VersionInfo(TypedDict):
+    api: str
+    min_sdk_version: str
+    min_ep_version: str
+    git_sha: str
+    service: str
+
+
+class FunctionRegistered(TypedDict):
+    function_uuid: str
+
+
+class FunctionDoc(TypedDict):
+    function_uuid: str
+    function_name: str
+    function_code: str
+    description: str | None
+    meta: dict[str, Any] | None
+    public: bool
+
+
+class FunctionDeleted(TypedDict):
+    result: int
+    function_uuid: str
+
+
+class PublishKwargs(TypedDict):
+    exchange: str
+    routing_key: str
+    mandatory: bool
+    properties: dict[str, Any]
+
+
+class QueueInfo(TypedDict):
+    connection_url: str
+    exchange: str
+    queue: str
+    queue_publish_kwargs: NotRequired[PublishKwargs]
+
+
+class EndpointRegistered(TypedDict):
+    endpoint_id: str
+    task_queue_info: QueueInfo
+    result_queue_info: QueueInfo
+    heartbeat_queue_info: QueueInfo
+
+
+class EndpointStatus(TypedDict):
+    status: str
+    details: dict[str, Any]
+    last_heartbeat: float | None
+
+
+class EndpointDoc(TypedDict):
+    uuid: str
+    name: str
+    display_name: str | None
+    status: str
+    owner: str
+    metadata: dict[str, Any] | None
+    public: bool
+    multi_user: bool
+    locked: bool
+
+
+class EndpointDeleted(TypedDict):
+    result: int
+    endpoint_id: str
+
+
+class EndpointLocked(TypedDict):
+    endpoint_id: str
+    lock_expiration_timestamp: str
+
+
+class AllowedFunctions(TypedDict):
+    endpoint_id: str
+    restricted: bool
+    functions: list[str]
+
+
+class Submitted(TypedDict):
+    request_id: str
+    task_group_id: str
+    endpoint_id: str
+    tasks: dict[str, list[str]]
+
+
+class TaskDoc(TypedDict):
+    task_id: str
+    status: str
+    task_group_id: NotRequired[str]
+    completion_t: NotRequired[str]
+    details: NotRequired[dict[str, Any]]
+    result: NotRequired[str]
+    exception: NotRequired[str]
+    reason: NotRequired[str]
+
+
+class BatchStatus(TypedDict):
+    response: str
+    results: dict[str, TaskDoc]
+
+
+class TaskGroupMember(TypedDict):
+    id: str
+    created_at: str
+
+
+class TaskGroupDoc(TypedDict):
+    taskgroup_id: str
+    tasks: list[TaskGroupMember]
+
+
+class AmqpResultUrl(TypedDict):
+    connection_url: str
+    queue_prefix: str
