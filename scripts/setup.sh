@@ -44,3 +44,16 @@ fi
 say "building the Rust core (release) and installing volley with test extras ..."
 VIRTUAL_ENV="$PWD/$VENV" PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/maturin" develop --release --extras "${EXTRAS:-test}" -q
 "$VENV/bin/python" -c 'import volley._core, volley; print("[setup] volley", volley.__version__, "with native core", volley._core.__version__)' >&2
+
+# --- upstream endpoint worker for the interop test (tests/test_endpoint_upstream.py) -----------
+# globus-compute-endpoint is a test-only reference peer: its own venv, so its pins never touch
+# ours. Same interpreter as .venv (dill payloads need the same Python minor version).
+UPSTREAM_VENV=${UPSTREAM_VENV:-.venv-upstream-ep}
+UPSTREAM_EP_VERSION=4.19.0
+if ! "$UPSTREAM_VENV/bin/python" -c "import globus_compute_endpoint as g, sys; sys.exit(g.__version__ != '$UPSTREAM_EP_VERSION')" >/dev/null 2>&1; then
+  say "creating $UPSTREAM_VENV with globus-compute-endpoint==$UPSTREAM_EP_VERSION (interop tests only)"
+  "$PY" -m venv "$UPSTREAM_VENV"
+  "$UPSTREAM_VENV/bin/python" -m pip install -q --upgrade pip
+  "$UPSTREAM_VENV/bin/python" -m pip install -q "globus-compute-endpoint==$UPSTREAM_EP_VERSION"
+fi
+# --- end of the upstream endpoint block ------------------------------------------------------------

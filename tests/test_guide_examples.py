@@ -25,8 +25,19 @@ EXPECT = {
     "shell_function_walltime.py": ["124"],
     "serializer_strategy.py": ["check_strategies: hello world", "PureSourceTextInspect + JSONData: hello world"],
     "result_serializers.py": ["{'n': 3, 'sum': 6}"],
+    "mpi_function.py": ["return code: 0", "hello from rank 0", "hello from rank 1"],
+    "mpi_function_multiline.py": ["step 1 on rank 0", "step 1 on rank 1", "step 2 on rank 1"],
     "amqp_port.py": ["1024"],
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _extra_endpoints_stopped(stack: dict[str, Any]) -> Any:
+    """The MPI examples start an extra endpoint in the stack's home; stop it at the end."""
+    yield
+    from endpoint_helpers import stop_extra_endpoints
+
+    stop_extra_endpoints(Path(stack["state_dir"]))
 
 
 def test_every_example_is_registered_and_checked() -> None:

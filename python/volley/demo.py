@@ -27,6 +27,9 @@ class Example:
     then: str | None = None
     # the first act ends by killing itself (the guide's "simulated process death")
     killed: bool = False
+    # which endpoint runs it: the stack's default one, or "mpi" (an MPIEngine endpoint that
+    # ensure_endpoint configures and starts in the same VOLLEY_HOME)
+    endpoint: str = "default"
 
 
 # In the guide's order.
@@ -44,8 +47,28 @@ EXAMPLES = [
     Example("Shell function walltime", "shell_function_walltime.py"),
     Example("Submit-side serialization strategy", "serializer_strategy.py"),
     Example("Result serialization strategies", "result_serializers.py"),
+    Example("Submitting MPI tasks", "mpi_function.py", endpoint="mpi"),
+    Example("Multi-line MPI commands", "mpi_function_multiline.py", endpoint="mpi"),
     Example("AMQP port", "amqp_port.py"),
 ]
+
+# Extra endpoints some examples need, by name: their engine.
+EXTRA_ENDPOINTS = {"mpi": "MPIEngine"}
+
+
+def ensure_endpoint(name: str, env: dict[str, str]) -> str:
+    """Configure (once) and start (if not running) endpoint ``name`` in env's VOLLEY_HOME."""
+    from volley.endpoint import local
+
+    directory = Path(env["VOLLEY_HOME"]) / "endpoints" / name
+    if not (directory / "config.yaml").exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.yaml").write_text(local.render_config(EXTRA_ENDPOINTS[name], heartbeat_period=5))
+    if not local.is_running(directory):
+        local.start_detached(name, directory, env=env)
+    ep_id = local.endpoint_id(directory)
+    assert ep_id is not None, f"endpoint {name} started without registering"
+    return ep_id
 
 
 @dataclass
@@ -79,6 +102,8 @@ def run_example(example: Example, directory: Path, env: dict[str, str], timeout:
         return subprocess.run([sys.executable, str(directory / script), *args], env=env, cwd=directory,
                               capture_output=True, text=True, timeout=timeout)
 
+    if example.endpoint != "default":
+        env = dict(env, VOLLEY_ENDPOINT_ID=ensure_endpoint(example.endpoint, env))
     first = run(example.script)
     out = first.stdout
     expected_rc = -signal.SIGKILL if example.killed else 0

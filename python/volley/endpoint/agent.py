@@ -1,10 +1,21 @@
-"""The endpoint agent's main loop.
+"""The endpoint agent: register, consume the task queue, run tasks on the engine, publish results.
 
-Threads: the main thread consumes the task queue (exclusive consumer, bounded prefetch) and acks;
-a result thread publishes finished results with confirms as soon as they exist; a heartbeat
-thread reports status.  A task's delivery is acked only after its result is confirmed by the
-broker, so a crash at any point leaves the task queued (it runs again) rather than lost.  The
-broker's ``consumer_timeout`` is raised for the local stack so long tasks are not reclaimed.
+Threads and who owns what:
+
+* the **main thread** owns the task consumer (the transports' consumers are single-threaded):
+  it takes deliveries (exclusive consumer, bounded prefetch), hands tasks to the engine, and
+  acks a delivery only once that task's result is confirmed by the broker;
+* the **result thread** publishes finished results in batches with publisher confirms; a result
+  the broker does not confirm goes to ``unacked_results/`` and is re-sent until it is;
+* the **heartbeat thread** publishes status reports (workers, queue depth, ...).
+
+No lost work: a delivery stays unacked while its task waits or runs (the local broker's
+``consumer_timeout`` is 7 days, so day-long tasks are not reclaimed), so if this process dies
+the broker hands every such task to the next run of the endpoint, which runs it again.  A task
+whose result sits in ``unacked_results/`` is not run again: the stored result is re-sent.  A
+lost worker yields an error Result naming the cause (after the configured retries).  If the
+consumer dies it is reopened; if it cannot be, the agent exits rather than heartbeat while
+consuming nothing.
 """
 
 from __future__ import annotations
@@ -14,24 +25,58 @@ import json
 import logging
 import os
 import queue
+import random
 import signal
 import socket
 import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from volley.endpoint.config import EndpointConfig
-from volley.endpoint.engines import Engine, build_engine
+from volley.endpoint.engines import Engine, EngineStopped, build_engine
+from volley.endpoint.engines.base import error_result
+from volley.endpoint.store import ResultStore
 from volley.protocol import topology as topo
-from volley.protocol.messages import pack_result, pack_status_report
+from volley.protocol.messages import pack_status_report
 from volley.transport import Consumer, Publisher, open_consumer, open_publisher
 from volley.version import __version__
 
 log = logging.getLogger(__name__)
 
+# Consecutive failures to (re)open the task consumer before the agent gives up and exits.
+CONSUMER_ATTEMPTS = 6
+# How often stored (unconfirmed) results are re-sent.
+RESEND_PERIOD = 2.0
+# Task ids whose results were confirmed recently: a redelivery of one is acked, not rerun.
+RECENT_LIMIT = 20_000
 
-class AlreadyRunning(RuntimeError):
+
+class AgentError(RuntimeError):
+    """The agent cannot go on; the message names the cause and what to do."""
+
+
+class AlreadyRunning(AgentError):
     pass
+
+
+class QueueHeld(AgentError):
+    """Another consumer holds the exclusive task queue: a second instance of this endpoint."""
+
+
+@dataclass
+class Pending:
+    generation: int  # which consumer the delivery came from; tags of older ones are void
+    tag: int
+
+
+def _held_by_another(exc: BaseException) -> bool:
+    text = str(exc)
+    return "ACCESS_REFUSED" in text or "403" in text or "exclusive" in text.lower()
 
 
 class Agent:
@@ -42,16 +87,30 @@ class Agent:
         self.config = config
         self.client = client
         self.transport = transport
+        self.store = ResultStore(directory / "unacked_results")
         self._stop = threading.Event()
-        self._done: queue.SimpleQueue = queue.SimpleQueue()
-        self._acks: queue.SimpleQueue = queue.SimpleQueue()
+        self.stop_reason = ""
+        self._done: queue.SimpleQueue[tuple[str, bytes] | None] = queue.SimpleQueue()
+        self._confirmed: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._in_flight: dict[str, Pending] = {}
+        self._recent: OrderedDict[str, None] = OrderedDict()
         self._lock_file: Any = None
         self.endpoint_id: str | None = None
         self.engine: Engine | None = None
         self.consumer: Consumer | None = None
         self.publisher: Publisher | None = None
+        self.generation = 0
         self.received = 0
         self.completed = 0
+        self.rejected = 0
+        self.consumer_restarts = 0
+        self.started = time.time()
+        self._reg: dict[str, Any] = {}
+        self._results_route = ("", "")
+        self._heartbeats_route = ("", "")
+        self._threads: list[threading.Thread] = []
+        self._consuming = False  # true once the task queue was ours
+        self.prefetch = 0
 
     # --- start-up -------------------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -61,7 +120,8 @@ class Agent:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.close()
-            pid = (self.dir / "daemon.pid").read_text().strip() if (self.dir / "daemon.pid").exists() else "?"
+            pidfile = self.dir / "daemon.pid"
+            pid = pidfile.read_text().strip() if pidfile.exists() else "?"
             raise AlreadyRunning(
                 f"endpoint {self.name!r} is already running (pid {pid}); stop it first "
                 f"(`volley endpoint stop {self.name}`)"
@@ -72,188 +132,421 @@ class Agent:
     def _register(self) -> dict[str, Any]:
         id_file = self.dir / "endpoint.json"
         known = json.loads(id_file.read_text())["endpoint_id"] if id_file.exists() else None
-        reg = self.client.register_endpoint(
-            self.name,
-            endpoint_id=known,
-            display_name=self.config.display_name,
-            metadata={
-                "endpoint_version": __version__,
-                "hostname": socket.gethostname(),
-                "local_user": os.environ.get("USER", ""),
-                "engine": self.config.engine_type,
-            },
-        )
-        self.endpoint_id = reg["endpoint_id"]
-        if known and known != self.endpoint_id:
-            raise RuntimeError(f"service assigned endpoint id {self.endpoint_id}, expected {known}")
-        id_file.write_text(json.dumps({"endpoint_id": self.endpoint_id}))
+        try:
+            reg = self.client.register_endpoint(
+                self.name,
+                endpoint_id=known,
+                display_name=self.config.display_name or self.name,
+                allowed_functions=self.config.allowed_functions,
+                metadata={
+                    "endpoint_version": __version__,
+                    "hostname": socket.gethostname(),
+                    "local_user": os.environ.get("USER", ""),
+                    "engine": self.config.engine_type,
+                    "endpoint_config": (self.dir / "config.yaml").read_text()
+                    if (self.dir / "config.yaml").exists() else None,
+                },
+            )
+        except Exception as exc:  # unreachable, refused token, 4xx: nothing can run without an id
+            raise AgentError(f"could not register endpoint {self.name!r} with the service: {exc}") from exc
+        endpoint_id = str(reg["endpoint_id"])
+        if known and known != endpoint_id:
+            raise AgentError(f"the service assigned endpoint id {endpoint_id}, but this endpoint is {known}")
+        self.endpoint_id = endpoint_id
+        id_file.write_text(json.dumps({"endpoint_id": endpoint_id}))
         return reg
+
+    @staticmethod
+    def _route(info: dict[str, Any], default_exchange: str, default_key: str) -> tuple[str, str]:
+        kw = info.get("queue_publish_kwargs") or {}
+        return str(kw.get("exchange") or info.get("exchange") or default_exchange), str(kw.get("routing_key") or default_key)
+
+    def _amqp(self) -> dict[str, Any]:
+        return {"transport": self.transport, "ca_file": getattr(self.client, "ca_file", None),
+                "port": self.config.amqp_port}
 
     def run(self) -> None:
         self._take_lock()
-        reg = self._register()
-        url = reg["task_queue_info"]["connection_url"]
-        ca_file = getattr(self.client, "ca_file", None)
-        port = self.config.amqp_port
-        workers = self.config.engine_kwargs().get("max_workers") or os.cpu_count() or 1
-        prefetch = self.config.prefetch or 2 * int(workers) + 8
-        self.engine = build_engine(
-            self.config.engine_type,
-            endpoint_id=self.endpoint_id,
-            run_dir=str(self.dir / "tasks_working_dir"),
-            run_in_sandbox=self.config.sandbox,
-            **self.config.engine_kwargs(),
-        )
-        self.engine.start()
-        self.publisher = open_publisher(url, transport=self.transport, ca_file=ca_file, port=port)
-        self.consumer = open_consumer(
-            url, reg["task_queue_info"]["queue"], transport=self.transport, ca_file=ca_file,
-            port=port, prefetch=prefetch, exclusive=True,
-        )
-        threads = [
-            threading.Thread(target=self._result_loop, name="volley-results", daemon=True),
-            threading.Thread(target=self._heartbeat_loop, name="volley-heartbeat", daemon=True),
-        ]
-        for t in threads:
-            t.start()
-        log.info("endpoint %s (%s) consuming %s with %s", self.name, self.endpoint_id,
-                 reg["task_queue_info"]["queue"], self.config.engine_type)
         try:
+            self._run()
+        finally:
+            (self.dir / "daemon.pid").unlink(missing_ok=True)
+            (self.dir / "daemon.ready").unlink(missing_ok=True)
+            if self._lock_file is not None:
+                self._lock_file.close()
+
+    def _run(self) -> None:
+        reg = self._reg = self._register()
+        eid = self.endpoint_id or ""
+        self._results_route = self._route(reg["result_queue_info"], topo.RESULTS_EXCHANGE, topo.results_routing_key(eid))
+        self._heartbeats_route = self._route(
+            reg["heartbeat_queue_info"], topo.HEARTBEATS_EXCHANGE, topo.heartbeats_routing_key(eid)
+        )
+        self.engine = build_engine(
+            self.config.engine_type, self.config.engine_options(), endpoint_id=eid,
+            endpoint_dir=str(self.dir), run_in_sandbox=self.config.sandbox,
+        )
+        self.prefetch = self.config.prefetch or 2 * self.engine.capacity + 8
+        try:
+            self.publisher = open_publisher(reg["result_queue_info"]["connection_url"], **self._amqp())
+            # upstream's publishers passive-declare first: a missing exchange fails here, loudly
+            self.publisher.declare_exchange(self._results_route[0], "topic", passive=True)
+            self.publisher.declare_exchange(self._heartbeats_route[0], "topic", passive=True)
+        except ConnectionError as exc:
+            raise AgentError(f"cannot publish results to the broker: {exc}") from exc
+        try:
+            self._open_consumer(first=True)
+            self._consuming = True
+            # the engine starts only once the queue is ours: a refused second instance starts nothing
+            self.engine.start()
+            self._threads = [
+                threading.Thread(target=self._result_loop, name="volley-results", daemon=True),
+                threading.Thread(target=self._heartbeat_loop, name="volley-heartbeat", daemon=True),
+            ]
+            for t in self._threads:
+                t.start()
+            # `volley endpoint start --detach` waits for this: registered, consuming, engine up
+            (self.dir / "daemon.ready").write_text(str(os.getpid()))
+            log.info("endpoint %s (%s) consuming %s with %s, prefetch %d", self.name, self.endpoint_id,
+                     reg["task_queue_info"]["queue"], self.engine.type_name, self.prefetch)
             self._task_loop()
         finally:
-            self._stop.set()
-            self._done.put(None)
-            for t in threads:
-                t.join(timeout=10)
-            self._send_heartbeat(active=False)
-            self.consumer.close()
-            self.engine.shutdown()
-            self.publisher.close()
+            self._shutdown()
 
-    def stop(self, *_: Any) -> None:
+    def stop(self, *_: Any, reason: str = "stop requested") -> None:
+        if not self._stop.is_set():
+            self.stop_reason = reason
         self._stop.set()
 
-    # --- tasks ----------------------------------------------------------------------------------
-    def _task_loop(self) -> None:
-        assert self.consumer is not None
-        while not self._stop.is_set():
-            batch = self.consumer.next_batch(256, timeout=0.2)
-            for d in batch:
-                self._dispatch(d)
-            self._ack_finished()
-
-    def _ack_finished(self) -> None:
-        assert self.consumer is not None
+    # --- the task consumer ------------------------------------------------------------------------
+    def _open_consumer(self, first: bool = False) -> None:
+        info = self._reg["task_queue_info"]
+        failures = 0
         while True:
             try:
-                tag = self._acks.get_nowait()
-            except queue.Empty:
+                self.consumer = open_consumer(
+                    info["connection_url"], info["queue"], prefetch=self.prefetch, exclusive=True, **self._amqp(),
+                )
+                self.generation += 1
+                if not first:
+                    self.consumer_restarts += 1
+                    log.warning("task consumer reopened (restart %d)", self.consumer_restarts)
                 return
-            self.consumer.ack(tag)
+            except ConnectionError as exc:
+                if _held_by_another(exc):
+                    raise QueueHeld(
+                        f"the task queue {info['queue']} is held by another consumer: a second instance of "
+                        f"endpoint {self.name!r} ({self.endpoint_id}) is running, perhaps on another machine; "
+                        f"stop it first ({exc})"
+                    ) from exc
+                failures += 1
+                if failures >= CONSUMER_ATTEMPTS or self._stop.is_set():
+                    raise AgentError(f"cannot consume the task queue {info['queue']}: {exc}") from exc
+                delay = min(10.0, 0.5 * 2**failures) * (0.5 + random.random() / 2)
+                log.warning("cannot open the task consumer (%s); retrying in %.1fs", exc, delay)
+                if self._stop.wait(delay):
+                    raise AgentError("stopped while reconnecting") from exc
+
+    def _task_loop(self) -> None:
+        while not self._stop.is_set():
+            if self.consumer is None:
+                self._open_consumer()
+            assert self.consumer is not None
+            try:
+                batch = self.consumer.next_batch(256, timeout=0.2)
+            except ConnectionError as exc:
+                # the consumer gave up reconnecting: its deliveries go back to the queue; open a
+                # new one (tasks already running keep running and are matched on redelivery)
+                log.error("task consumer lost: %s", exc)
+                self._drop_consumer()
+                continue
+            for d in batch:
+                self._dispatch(d)
+            self._ack_confirmed()
+            self._check_health()
+
+    def _drop_consumer(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close()
+            except Exception:  # already broken
+                pass
+        self.consumer = None
+
+    def _check_health(self) -> None:
+        assert self.engine is not None
+        problem = self.engine.problem()
+        if problem:
+            raise AgentError(f"the engine cannot run tasks: {problem}")
+        for t in self._threads:
+            if not t.is_alive() and not self._stop.is_set():
+                raise AgentError(f"internal thread {t.name} died; see the log above")
+
+    @staticmethod
+    def _parse_headers(headers: dict[str, Any], task_id: str) -> tuple[str | None, dict[str, Any], list[str] | None, list[str]]:
+        problems = []
+        fid = headers.get("function_uuid")
+        if not fid:
+            problems.append("missing header 'function_uuid'")
+        tid = headers.get("task_uuid")
+        if not tid:
+            problems.append("missing header 'task_uuid'")
+        elif str(tid) != task_id:
+            problems.append(f"header task_uuid {tid!r} does not match the task id {task_id} in the body")
+        spec: Any = headers.get("resource_specification")
+        if isinstance(spec, bytes):
+            spec = spec.decode(errors="replace")
+        if isinstance(spec, str):
+            try:
+                spec = json.loads(spec)
+            except ValueError as exc:
+                problems.append(f"header 'resource_specification' is not JSON: {exc}")
+                spec = None
+        if spec is not None and not isinstance(spec, dict):
+            problems.append(f"header 'resource_specification' must be a JSON object, got {spec!r}")
+            spec = None
+        serializers = headers.get("result_serializers")
+        if serializers is not None and (
+            not isinstance(serializers, list) or not all(isinstance(s, (str, bytes)) for s in serializers)
+        ):
+            problems.append(f"header 'result_serializers' must be a list of import paths, got {serializers!r}")
+            serializers = None
+        if serializers:
+            serializers = [s.decode() if isinstance(s, bytes) else s for s in serializers]
+        return (str(fid) if fid else None), (spec or {}), (serializers or None), problems
 
     def _dispatch(self, d: Any) -> None:
         assert self.consumer is not None and self.engine is not None
-        headers = d.headers or {}
         m = d.message
-        task_id = headers.get("task_uuid")
-        function_id = headers.get("function_uuid")
-        if m is None or m.kind != "task" or not task_id or not function_id:
-            why = d.invalid or "missing function_uuid/task_uuid header or not a task message"
-            log.error("dead-lettering unusable task message: %s", why)
+        if m is None or m.kind != "task" or not m.task_id:
+            # no task id to answer to: dead-letter it (the task queue has a DLX) with a log line
+            why = d.invalid or f"a {getattr(m, 'kind', '?')!r} message is not a task"
+            log.error("dead-lettering an unusable task message (%s)", why)
+            self.rejected += 1
             self.consumer.nack(d.tag, requeue=False)
             return
+        task_id = m.task_id
+        if task_id in self._in_flight:
+            # redelivered after our consumer reconnected: it is already running (or its result
+            # is stored); answer the new delivery when that result is confirmed
+            self._in_flight[task_id] = Pending(self.generation, d.tag)
+            return
+        if task_id in self._recent:
+            self.consumer.ack(d.tag)  # its result is confirmed already
+            return
+        self._in_flight[task_id] = Pending(self.generation, d.tag)
         self.received += 1
-        allowed = self.config.allowed_functions
-        if allowed is not None and function_id not in allowed:
-            self._done.put((d.tag, pack_result(
-                m.task_id, f"Function {function_id} not permitted on endpoint {self.endpoint_id}",
-                error_code="FUNCTION_NOT_ALLOWED",
-                error_message=f"Function {function_id} not permitted on endpoint {self.endpoint_id}",
-                details={"fid": function_id, "eid": self.endpoint_id},
+        if self.store.has(task_id):
+            return  # ran before a crash; the stored result is re-sent, then this is acked
+        fid, spec, serializers, problems = self._parse_headers(d.headers or {}, task_id)
+        if problems:
+            text = "; ".join(problems)
+            log.error("task %s rejected: %s", task_id, text)
+            self.rejected += 1
+            self._done.put((task_id, error_result(
+                task_id, f"Task message rejected by endpoint {self.endpoint_id}: {text}",
+                "CouldNotExecuteUserTaskError", f"remote error: {text}", self.endpoint_id,
             )))
             return
-        try:
-            spec_raw = headers.get("resource_specification")
-            spec = json.loads(spec_raw) if spec_raw else {}
-            spec = spec or {}
-        except (TypeError, ValueError):
-            spec = {"invalid": spec_raw}
-        serializers = headers.get("result_serializers") or None
-        fut = self.engine.submit(m.task_id, d.body, spec, serializers)
-        tag, tid = d.tag, m.task_id
+        allowed = self.config.allowed_functions
+        if allowed is not None and fid not in allowed:
+            text = f"Function {fid} not permitted on endpoint {self.endpoint_id}"
+            self._done.put((task_id, error_result(task_id, text, "FUNCTION_NOT_ALLOWED", text, self.endpoint_id)))
+            return
+        fut = self.engine.submit(task_id, d.body, spec, serializers)
+        fut.add_done_callback(partial(self._finished, task_id))
 
-        def finished(f: Any) -> None:
+    def _finished(self, task_id: str, f: Future) -> None:
+        exc = f.exception()
+        if isinstance(exc, EngineStopped):
+            return  # no result: the delivery stays unacked and the task runs again next time
+        if exc is not None:
+            log.error("engine failed task %s: %r", task_id, exc)
+            body = error_result(task_id, f"The endpoint's engine failed this task: {exc!r}",
+                                "UNKNOWN_TASK_FAILURE", f"remote error: {exc!r}", self.endpoint_id)
+        else:
+            body = f.result()
+        self._done.put((task_id, body))
+
+    def _ack_confirmed(self) -> None:
+        while True:
             try:
-                body = f.result()
-            except Exception as exc:  # the engine itself failed, not the task
-                body = pack_result(tid, f"task failed in the engine: {exc!r}",
-                                   error_code="UNKNOWN_TASK_FAILURE",
-                                   error_message=f"remote error: {exc!r}")
-            self._done.put((tag, body))
+                task_id = self._confirmed.get_nowait()
+            except queue.Empty:
+                return
+            self.completed += 1
+            self._recent[task_id] = None
+            if len(self._recent) > RECENT_LIMIT:
+                self._recent.popitem(last=False)
+            pending = self._in_flight.pop(task_id, None)
+            if pending is not None and pending.generation == self.generation and self.consumer is not None:
+                self.consumer.ack(pending.tag)
 
-        fut.add_done_callback(finished)
+    # --- results --------------------------------------------------------------------------------
+    def _publish(self, items: list[tuple[str, bytes]]) -> list[bool]:
+        assert self.publisher is not None
+        exchange, key = self._results_route
+        try:
+            outcomes = self.publisher.publish_batch(
+                [(exchange, key, body, None, int(time.time())) for _, body in items], mandatory=True,
+            )
+        except (ConnectionError, TimeoutError) as exc:
+            log.error("could not publish %d result(s): %s", len(items), exc)
+            return [False] * len(items)
+        for (task_id, _), outcome in zip(items, outcomes, strict=True):
+            if outcome != "ack":
+                log.error("the broker did not accept the result of %s (%s)", task_id, outcome)
+        return [o == "ack" for o in outcomes]
+
+    def _handle_batch(self, items: list[tuple[str, bytes]]) -> None:
+        for (task_id, body), ok in zip(items, self._publish(items), strict=True):
+            if ok:
+                self._confirmed.put(task_id)
+                continue
+            try:
+                self.store.put(task_id, body)
+                log.warning("result of %s kept in %s for re-sending", task_id, self.store.dir)
+            except OSError as exc:
+                # not stored, not acked: the task runs again after a restart
+                log.error("cannot store the result of %s (%s); it will run again", task_id, exc)
+
+    def _resend_stored(self) -> None:
+        ids = self.store.task_ids()
+        for start in range(0, len(ids), 100):
+            chunk = [(tid, body) for tid in ids[start:start + 100] if (body := self.store.get(tid)) is not None]
+            if not chunk:
+                continue
+            results = self._publish(chunk)
+            for (task_id, _), ok in zip(chunk, results, strict=True):
+                if ok:
+                    self.store.delete(task_id)
+                    self._confirmed.put(task_id)
+            if not all(results):
+                return  # still failing; try again later
 
     def _result_loop(self) -> None:
-        assert self.publisher is not None
-        rk = topo.results_routing_key(self.endpoint_id or "")
+        last_resend = 0.0
+        stopping = False
         while True:
-            item = self._done.get()
-            items = [item]
-            while True:
-                try:
-                    items.append(self._done.get_nowait())
-                except queue.Empty:
-                    break
-            stop = any(i is None for i in items)
-            items = [i for i in items if i is not None]
+            items: list[tuple[str, bytes]] = []
+            try:
+                first = self._done.get(timeout=RESEND_PERIOD / 2)
+                batch = [first]
+                while len(batch) < 500:
+                    try:
+                        batch.append(self._done.get_nowait())
+                    except queue.Empty:
+                        break
+                stopping = any(i is None for i in batch)
+                items = [i for i in batch if i is not None]
+            except queue.Empty:
+                pass
             if items:
-                try:
-                    outcomes = self.publisher.publish_batch(
-                        [(topo.RESULTS_EXCHANGE, rk, body, None, None) for _, body in items],
-                        mandatory=True,
-                    )
-                except (ConnectionError, TimeoutError) as exc:
-                    # unconfirmed: the deliveries stay unacked and the tasks run again
-                    log.error("could not publish %d results (%s); their tasks will be redelivered", len(items), exc)
-                    outcomes = ["error"] * len(items)
-                for (tag, _), outcome in zip(items, outcomes, strict=True):
-                    if outcome == "ack":
-                        self.completed += 1
-                        self._acks.put(tag)
-                    else:
-                        log.error("result not accepted by the broker (%s); task will be redelivered", outcome)
-            if stop:
+                self._handle_batch(items)
+            now = time.monotonic()
+            if (now - last_resend >= RESEND_PERIOD or stopping) and len(self.store):
+                last_resend = now
+                self._resend_stored()
+            if stopping:
                 return
 
     # --- heartbeats -------------------------------------------------------------------------------
-    def _send_heartbeat(self, active: bool = True) -> None:
-        if self.publisher is None or self.endpoint_id is None or self.engine is None:
-            return
-        state = {
-            **self.engine.status(),
+    def _queue_depth(self) -> int | None:
+        try:
+            assert self.publisher is not None
+            return self.publisher.declare_queue(self._reg["task_queue_info"]["queue"], passive=True)
+        except Exception as exc:  # status only: never fail a heartbeat for it
+            log.debug("queue depth unavailable: %s", exc)
+            return None
+
+    def status(self, active: bool = True) -> dict[str, Any]:
+        assert self.engine is not None
+        engine = self.engine.status()
+        held = len(self._in_flight)
+        return {
+            **engine,
             "heartbeat_period": self.config.heartbeat_period if active else 0,
             "active": active,
             "endpoint_name": self.name,
+            "consuming": self.consumer is not None and not self.consumer.closed,
+            "consumer_restarts": self.consumer_restarts,
+            "queue_depth": self._queue_depth() if active else None,
+            "prefetch": self.prefetch,
+            "tasks_held": held,
+            "pending_tasks": max(0, held - engine.get("outstanding_tasks", 0)),
+            "unpublished_results": len(self.store),
             "tasks_received": self.received,
             "results_sent": self.completed,
+            "tasks_rejected": self.rejected,
             "posix_pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "start_unix": self.started,
+            "endpoint_version": __version__,
         }
+
+    def _send_heartbeat(self, active: bool = True) -> bool:
+        if self.publisher is None or self.endpoint_id is None or self.engine is None:
+            return False
+        exchange, key = self._heartbeats_route
         try:
-            self.publisher.publish(
-                topo.HEARTBEATS_EXCHANGE, topo.heartbeats_routing_key(self.endpoint_id),
-                pack_status_report(self.endpoint_id, state), mandatory=True, timeout=5.0,
+            outcome = self.publisher.publish(
+                exchange, key, pack_status_report(self.endpoint_id, self.status(active)),
+                mandatory=True, timeout=5.0,
             )
         except (ConnectionError, TimeoutError) as exc:
             log.warning("heartbeat not sent: %s", exc)
+            return False
+        return outcome == "ack"
 
     def _heartbeat_loop(self) -> None:
+        idle_soft = idle_hard = 0
+        moved_ever = False
+        last = (0, 0)
         while True:
             self._send_heartbeat()
             if self._stop.wait(self.config.heartbeat_period):
                 return
+            now = (self.received, self.completed)
+            moved = now != last
+            last = now
+            moved_ever = moved_ever or moved
+            idle_hard = 0 if moved else idle_hard + 1
+            all_done = not self._in_flight and self._done.empty()
+            idle_soft = idle_soft + 1 if (moved_ever and all_done and not moved) else 0
+            soft, hard = self.config.idle_heartbeats_soft, self.config.idle_heartbeats_hard
+            if soft and idle_soft >= soft:
+                self.stop(reason=f"idle for {idle_soft} heartbeats after finishing its work (idle_heartbeats_soft)")
+            elif hard and idle_hard >= hard:
+                self.stop(reason=f"no task moved for {idle_hard} heartbeats (idle_heartbeats_hard)")
+
+    # --- shutdown ---------------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        log.info("endpoint %s stopping: %s", self.name, self.stop_reason or "error")
+        self._stop.set()
+        engine = self.engine
+        deadline = time.monotonic() + self.config.shutdown_grace
+        # running tasks may finish (and their results be confirmed and acked) within the grace
+        while engine is not None and engine.outstanding and time.monotonic() < deadline:
+            time.sleep(0.1)
+            if self.consumer is not None:
+                self._ack_confirmed()
+        if engine is not None:
+            engine.shutdown()  # the rest get no result: their deliveries go back to the queue
+        if self._threads:
+            self._done.put(None)
+        for t in self._threads:
+            t.join(timeout=30)
+        if self.consumer is not None:
+            self._ack_confirmed()
+            self._drop_consumer()  # unacked deliveries return to the queue now
+        if self._consuming:  # a refused second instance must not report the running one offline
+            self._send_heartbeat(active=False)
+        if self.publisher is not None:
+            self.publisher.close()
+        log.info("endpoint %s stopped (%d results sent, %d unpublished kept in %s)",
+                 self.name, self.completed, len(self.store), self.store.dir)
 
 
 def install_signal_handlers(agent: Agent) -> None:
-    signal.signal(signal.SIGTERM, agent.stop)
-    signal.signal(signal.SIGINT, agent.stop)
-
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop(reason="SIGTERM"))
+    signal.signal(signal.SIGINT, lambda *_: agent.stop(reason="SIGINT"))

@@ -242,6 +242,7 @@ class LocalStack:
 
     # --- down ---------------------------------------------------------------------------------
     def down(self) -> None:
+        self._stop_other_endpoints()
         for name, pidfile in (
             ("endpoint", self.endpoint_dir / "agent.pid"),
             ("service", self.service_dir / "service.pid"),
@@ -256,6 +257,19 @@ class LocalStack:
             if self.broker.running():
                 self.progress(f"broker: stopping {info.node}")
             self.broker.stop(info)
+
+    def _stop_other_endpoints(self) -> None:
+        """Endpoints configured beside the default one (e.g. the demo's MPI endpoint) run on
+        this stack's broker and service, so they stop with it."""
+        from volley.endpoint import local as endpoints
+
+        root = self.home / "endpoints"
+        if not root.is_dir():
+            return
+        for d in sorted(root.iterdir()):
+            if d.name != DEFAULT_ENDPOINT and d.is_dir() and endpoints.is_running(d):
+                self.progress(f"endpoint {d.name}: stopping")
+                endpoints.stop(d)
 
     # --- status -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

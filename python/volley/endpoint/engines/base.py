@@ -1,0 +1,205 @@
+"""What every engine shares: resource-spec checks, retries on system failure, error results.
+
+``Engine.submit`` returns a future that resolves to the packed ``Result`` bytes of the task —
+including error Results for the task's own failures and for failures of the engine (a lost
+worker).  The one exception is :class:`EngineStopped`: the engine was shut down under the task,
+which then has no result at all; the agent leaves its delivery unacked so the broker hands it
+to the next run of the endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import traceback
+from concurrent.futures import Future
+from typing import Any
+
+from volley.protocol.messages import pack_result
+
+log = logging.getLogger(__name__)
+
+
+class EngineConfigError(ValueError):
+    """A bad ``engine:`` block; the text starts with the key (``engine.provider.type: ...``)."""
+
+
+class EngineStopped(RuntimeError):
+    """The engine shut down while the task was waiting or running; it has no result."""
+
+
+class ResourceSpecError(ValueError):
+    """A resource specification this engine cannot honour; sent back to the client."""
+
+
+def error_result(task_id: str, data: str, code: str, user_message: str, endpoint_id: str | None) -> bytes:
+    return pack_result(task_id, data, error_code=code, error_message=user_message,
+                       details={"endpoint_id": endpoint_id})
+
+
+COMMON_OPTIONS = ("run_in_sandbox", "working_dir", "max_retries_on_system_failure", "allowed_serializers")
+
+
+class Engine:
+    type_name = "Engine"
+    # engine-specific option names accepted besides COMMON_OPTIONS
+    options: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        *,
+        endpoint_id: str | None = None,
+        endpoint_dir: str = ".",
+        run_in_sandbox: bool = False,
+        working_dir: str = "tasks_working_dir",
+        max_retries_on_system_failure: int = 0,
+        allowed_serializers: list[str] | None = None,
+    ) -> None:
+        if isinstance(max_retries_on_system_failure, bool) or not isinstance(max_retries_on_system_failure, int) \
+                or max_retries_on_system_failure < 0:
+            raise EngineConfigError(
+                f"engine.max_retries_on_system_failure: must be a non-negative integer, got {max_retries_on_system_failure!r}"
+            )
+        if allowed_serializers is not None:
+            from volley.serialize import ComputeSerializer
+
+            try:
+                ComputeSerializer(allowed_deserializer_types=allowed_serializers)
+            except Exception as exc:
+                raise EngineConfigError(f"engine.allowed_serializers: {exc}") from None
+        self.endpoint_id = endpoint_id
+        self.endpoint_dir = os.path.abspath(endpoint_dir)
+        self.run_dir = os.path.join(self.endpoint_dir, working_dir)
+        self.run_in_sandbox = bool(run_in_sandbox)
+        self.max_retries = max_retries_on_system_failure
+        self.allowed_serializers = allowed_serializers
+        self._lock = threading.Lock()
+        self._outstanding = 0
+        self._stopping = False
+        self.system_failures = 0
+
+    # --- to implement -----------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        """How many tasks run at once; the agent sizes its prefetch from it."""
+        raise NotImplementedError
+
+    def _submit(self, task_id: str, body: bytes, spec: dict[str, Any],
+                result_serializers: list[str] | None) -> Future:
+        """Run one task; the future resolves to packed Result bytes or raises a system failure."""
+        raise NotImplementedError
+
+    def check_resource_specification(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Validate (and complete) a task's resource specification; raise ResourceSpecError."""
+        if spec:
+            raise ResourceSpecError(
+                f"resource_specification is not supported on {self.type_name}.  "
+                "For MPI apps, use MPIEngine (GlobusMPIEngine)."
+            )
+        return spec
+
+    def workers(self) -> dict[str, int]:
+        """``total_workers`` and ``idle_workers`` for heartbeats."""
+        raise NotImplementedError
+
+    def problem(self) -> str | None:
+        """Why the engine cannot run tasks any more (the agent then stops), or None."""
+        return None
+
+    # --- shared -----------------------------------------------------------------------------
+    def start(self) -> None:
+        os.makedirs(self.run_dir, exist_ok=True)
+
+    def task_kwargs(self, result_serializers: list[str] | None) -> dict[str, Any]:
+        return {
+            "endpoint_id": self.endpoint_id,
+            "run_dir": self.run_dir,
+            "run_in_sandbox": self.run_in_sandbox,
+            "result_serializers": result_serializers,
+            "allowed_serializers": self.allowed_serializers,
+        }
+
+    def submit(self, task_id: str, body: bytes, resource_specification: dict[str, Any] | None,
+               result_serializers: list[str] | None) -> Future:
+        out: Future = Future()
+        try:
+            spec = self.check_resource_specification(dict(resource_specification or {}))
+        except ResourceSpecError as exc:
+            out.set_result(error_result(
+                task_id, f"Failed to start task: InvalidResourceSpecification: {exc}",
+                "InvalidResourceSpecification", f"remote error: {exc}", self.endpoint_id,
+            ))
+            return out
+        with self._lock:
+            self._outstanding += 1
+        out.add_done_callback(self._finished)
+        self._attempt(out, task_id, body, spec, result_serializers, [])
+        return out
+
+    def _finished(self, _f: Future) -> None:
+        with self._lock:
+            self._outstanding -= 1
+
+    def _attempt(self, out: Future, task_id: str, body: bytes, spec: dict[str, Any],
+                 result_serializers: list[str] | None, failures: list[str]) -> None:
+        if self._stopping:
+            out.set_exception(EngineStopped(task_id))
+            return
+        try:
+            inner = self._submit(task_id, body, spec, result_serializers)
+        except EngineStopped as exc:
+            out.set_exception(exc)
+            return
+        except Exception as exc:  # the backend refused the task (e.g. Parsl in a bad state)
+            log.exception("engine could not start task %s", task_id)
+            out.set_result(error_result(
+                task_id, f"Failed to start task: {exc!r}", "UNKNOWN_TASK_FAILURE",
+                f"remote error: {exc}", self.endpoint_id,
+            ))
+            return
+
+        def done(f: Future) -> None:
+            exc = f.exception()
+            if exc is None:
+                out.set_result(f.result())
+                return
+            if isinstance(exc, EngineStopped) or self._stopping:
+                out.set_exception(EngineStopped(task_id))
+                return
+            # A system failure: the worker (or its node) died under the task.  Retry as
+            # configured; then tell the client, with every attempt's cause.
+            self.system_failures += 1
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+            failures.append(text)
+            if len(failures) <= self.max_retries:
+                log.warning("task %s lost by the engine (%s); retry %d of %d", task_id, exc,
+                            len(failures), self.max_retries)
+                self._attempt(out, task_id, body, spec, result_serializers, failures)
+                return
+            attempts = "\n\n".join(f"--- attempt {i + 1} ---\n{t}" for i, t in enumerate(failures))
+            out.set_result(error_result(
+                task_id,
+                f"The endpoint's engine lost this task {len(failures)} time(s) "
+                f"(max_retries_on_system_failure={self.max_retries}):\n{attempts}",
+                "UNKNOWN_TASK_FAILURE", f"remote error: {type(exc).__name__}: {exc}", self.endpoint_id,
+            ))
+
+        inner.add_done_callback(done)
+
+    @property
+    def outstanding(self) -> int:
+        return self._outstanding
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "engine_type": self.type_name,
+            "outstanding_tasks": self._outstanding,
+            "system_failures": self.system_failures,
+            "total_cores": os.cpu_count(),
+            **self.workers(),
+        }
+
+    def shutdown(self) -> None:
+        """Stop; tasks still waiting or running resolve with EngineStopped."""
+        self._stopping = True

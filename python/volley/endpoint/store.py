@@ -1,0 +1,52 @@
+"""``<endpoint dir>/unacked_results/``: results the broker has not confirmed yet.
+
+A result that cannot be published (broker down, channel lost, nack) is written here before its
+task's delivery is acknowledged, and re-sent until confirmed; then the file is removed.  The
+service ingests results idempotently by task id, so a re-send after an unnoticed success is
+harmless.  Files are written to a temporary name, fsynced and renamed, so a crash never leaves
+half a result.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+
+class ResultStore:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.dir.glob("*.tmp"):  # a crash between write and rename
+            stale.unlink(missing_ok=True)
+
+    def _path(self, task_id: str) -> Path:
+        return self.dir / str(uuid.UUID(task_id))  # a task id never escapes the directory
+
+    def put(self, task_id: str, body: bytes) -> None:
+        path = self._path(task_id)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+
+    def has(self, task_id: str) -> bool:
+        return self._path(task_id).exists()
+
+    def get(self, task_id: str) -> bytes | None:
+        try:
+            return self._path(task_id).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def delete(self, task_id: str) -> None:
+        self._path(task_id).unlink(missing_ok=True)
+
+    def task_ids(self) -> list[str]:
+        return sorted(p.name for p in self.dir.iterdir() if not p.name.endswith(".tmp"))
+
+    def __len__(self) -> int:
+        return len(self.task_ids())
