@@ -1,7 +1,9 @@
 # The two commands of the README: `make demo` and `make test`. Both set everything up first.
+# `make bench` (QUICK=1: the quick mode) writes docs/benchmarks.md; see benches/README.md.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export VOLLEY_HOME ?= $(HOME)/.volley
+QUICK ?=
 
 .PHONY: setup demo test test-rust test-python lint bench clean down
 
@@ -24,6 +26,11 @@ lint: setup
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests
 	$(VENV)/bin/mypy python/volley
+
+# setup installs the bench extra (pytest-benchmark, matplotlib) on the way to the benchmarks
+bench: export EXTRAS = test,bench
+bench: setup
+	QUICK=$(QUICK) VENV=$(VENV) bash benches/run.sh
 
 down:
 	$(VENV)/bin/volley local down

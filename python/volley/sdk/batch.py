@@ -139,6 +139,11 @@ class Batch:
                     f"a Batch goes to one endpoint: it already holds tasks for {self.endpoint_id}, not {ep}"
                 )
             self.endpoint_id = ep
+        self._add_task(function_id, args, kwargs)
+
+    def _add_task(self, function_id: Any, args: Any, kwargs: Any) -> None:
+        """The checks and serialization of ``add`` without its argument parsing; the Executor's
+        submitter calls it per task with the function's ``uuid.UUID`` (so nothing is parsed)."""
         if args is None:
             args = ()
         if not isinstance(args, list | tuple):
@@ -147,7 +152,7 @@ class Batch:
             kwargs = {}
         if not isinstance(kwargs, dict):
             raise TypeError(f"kwargs: expected dict, got: {type(kwargs).__name__}")
-        if not all(isinstance(k, str) for k in kwargs):
+        if kwargs and not all(isinstance(k, str) for k in kwargs):
             raise TypeError(f"kwargs: expected kwargs with `str` keys, got: {type(kwargs).__name__}")
         fid = as_uuid(function_id)
         ser = self.serializer

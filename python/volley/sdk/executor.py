@@ -33,8 +33,10 @@ _REGISTERED_EXECUTORS: dict[int, Executor] = {}
 _MAX_CONCURRENT_BATCHES = 4
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _TaskSubmissionInfo:
+    # A plain slotted class: built once per submit() in the caller's thread, where a frozen
+    # dataclass's object.__setattr__ per field costs more than the rest of the record.
     task_num: int
     task_group_uuid: uuid.UUID | None
     endpoint_uuid: uuid.UUID
@@ -44,15 +46,21 @@ class _TaskSubmissionInfo:
     function_uuid: uuid.UUID
     args: tuple
     kwargs: dict
+    function_id: str = ""  # str(function_uuid), computed once per function
 
     def group_key(self) -> tuple:
         return (
             self.task_group_uuid,
             self.endpoint_uuid,
-            json.dumps(self.resource_specification, sort_keys=True),
-            json.dumps(self.user_endpoint_config, sort_keys=True),
-            json.dumps(self.result_serializers),
+            _json_key(self.resource_specification, True),
+            _json_key(self.user_endpoint_config, True),
+            _json_key(self.result_serializers, False),
         )
+
+
+def _json_key(value: Any, sort_keys: bool) -> str:
+    # json.dumps with keyword arguments builds a new encoder per call; the usual value is None
+    return "null" if value is None else json.dumps(value, sort_keys=sort_keys)
 
 
 def _check_json_dict(value: Any, type_msg: str, json_msg: str) -> dict[str, Any] | None:
@@ -115,8 +123,12 @@ class Executor(_StdExecutor):
         self._registry_lock = threading.Lock()
         self._shutdown_lock = threading.RLock()
         self._stopped = False
-        self._futures: set[ComputeFuture] = set()
-        self._futures_lock = threading.Lock()
+        # No per-Executor set of futures (and no done-callback per future to maintain one): a
+        # future is queued, being sent, failed, or watched by its task group's ResultWatcher,
+        # tagged with this Executor's id; shutdown() waits on exactly those.
+        self._count_lock = threading.Lock()
+        # function id as given -> (UUID, canonical str): parsed once, not per submit()
+        self._function_uuids: dict[Any, tuple[uuid.UUID, str]] = {}
         self._tasks_to_send: queue.SimpleQueue = queue.SimpleQueue()
         self._senders = ThreadPoolExecutor(_MAX_CONCURRENT_BATCHES, thread_name_prefix="volley-submit")
         self._task_submitter = threading.Thread(target=self._submit_loop, name="TaskSubmitter", daemon=True)
@@ -240,7 +252,7 @@ class Executor(_StdExecutor):
             return fid
 
     # --- submission -----------------------------------------------------------------------------
-    def submit(self, fn: Callable, *args: Any, **kwargs: Any) -> ComputeFuture:
+    def submit(self, fn: Callable, *args: Any, **kwargs: Any) -> ComputeFuture:  # type: ignore[override]
         if self._stopped:
             raise RuntimeError(f"{self!r} is shutdown; no new functions may be executed")
         with self._registry_lock:
@@ -261,27 +273,29 @@ class Executor(_StdExecutor):
                 "    gce.endpoint_id = <ep_id>    # alternative"
             )
         self._task_counter += 1
+        cacheable = isinstance(function_id, str | uuid.UUID)
+        fid = self._function_uuids.get(function_id) if cacheable else None
+        if fid is None:
+            fuuid = uuid.UUID(str(function_id))  # a malformed id raises here, as before
+            fid = (fuuid, str(fuuid))
+            if cacheable:
+                self._function_uuids[function_id] = fid
+        spec, uep, rser = self._resource_specification, self._user_endpoint_config, self._result_serializer_paths
         info = _TaskSubmissionInfo(
-            task_num=self._task_counter,
-            task_group_uuid=self.task_group_id,
-            endpoint_uuid=self.endpoint_id,
-            resource_specification=copy.deepcopy(self._resource_specification),
-            user_endpoint_config=copy.deepcopy(self._user_endpoint_config),
-            result_serializers=copy.deepcopy(self._result_serializer_paths),
-            function_uuid=uuid.UUID(str(function_id)),
-            args=tuple(args or ()),
-            kwargs=dict(kwargs or {}),
+            self._task_counter,
+            self.task_group_id,
+            self.endpoint_id,
+            None if spec is None else copy.deepcopy(spec),
+            None if uep is None else copy.deepcopy(uep),
+            None if rser is None else list(rser),
+            fid[0],
+            tuple(args or ()),
+            dict(kwargs or {}),
+            fid[1],
         )
         fut = ComputeFuture()
-        with self._futures_lock:
-            self._futures.add(fut)
-        fut.add_done_callback(self._forget)
         self._tasks_to_send.put((fut, info))
         return fut
-
-    def _forget(self, fut: ComputeFuture) -> None:
-        with self._futures_lock:
-            self._futures.discard(fut)
 
     def _submit_loop(self) -> None:
         q = self._tasks_to_send
@@ -293,7 +307,7 @@ class Executor(_StdExecutor):
             done = False
             while True:
                 fut, info = item
-                if not fut.cancelled():
+                if not fut._is_cancelled():
                     group = groups.setdefault(info.group_key(), [])
                     group.append((fut, info))
                     if len(group) >= self.batch_size:
@@ -315,8 +329,14 @@ class Executor(_StdExecutor):
         decides it, so later groups wait for it (keeps one task group per Executor)."""
         if group[0][1].task_group_uuid is None and self.task_group_id is None:
             self._submit_tasks(group)
-        else:
+            return
+        try:
             self._senders.submit(self._submit_tasks, group)
+        except RuntimeError:
+            # the interpreter is exiting (ThreadPoolExecutor takes no new work once the main
+            # thread has finished) while tasks are still queued: send them from this thread,
+            # so they still resolve before exit as concurrent.futures promises
+            self._submit_tasks(group)
 
     def _submit_tasks(self, group: list[tuple[ComputeFuture, _TaskSubmissionInfo]]) -> None:
         first = group[0][1]
@@ -331,8 +351,9 @@ class Executor(_StdExecutor):
                 result_serializers=first.result_serializers,
             )
             batch.task_group_id = tg  # None on a first submit: the service picks the group
+            add = batch._add_task
             for _, info in group:
-                batch.add(str(info.function_uuid), info.args, info.kwargs)
+                add(info.function_uuid, info.args, info.kwargs)
             resp = self.client.batch_run(first.endpoint_uuid, batch)
             tg_uuid = uuid.UUID(resp["task_group_id"])
             request_uuid = uuid.UUID(resp["request_id"])
@@ -348,8 +369,10 @@ class Executor(_StdExecutor):
             self.task_group_id = tg_uuid
         by_fn: dict[str, list[ComputeFuture]] = {}
         for f, info in group:
-            by_fn.setdefault(str(info.function_uuid), []).append(f)
+            by_fn.setdefault(info.function_id, []).append(f)
         to_watch = []
+        meta = {"request_uuid": request_uuid, "endpoint_uuid": ep_uuid, "task_group_uuid": tg_uuid,
+                "executor_id": id(self)}
         for fid, futs in by_fn.items():
             ids = tasks.get(fid)
             if ids is None or len(ids) != len(futs):
@@ -359,11 +382,11 @@ class Executor(_StdExecutor):
                     if not f.done():
                         f.set_exception(err)
                 continue
-            self.task_count_submitted += len(ids)
+            with self._count_lock:  # sender threads run concurrently; += is not atomic
+                self.task_count_submitted += len(ids)
             for f, tid in zip(futs, ids, strict=True):
                 f.task_id = tid
-                f._metadata.update(request_uuid=request_uuid, endpoint_uuid=ep_uuid,
-                                   task_group_uuid=tg_uuid, executor_id=id(self))
+                f._metadata.update(meta)
                 to_watch.append(f)
         if to_watch:
             watcher = watcher_for(str(tg_uuid), self.client, transport=self.transport, port=self.amqp_port)
@@ -410,10 +433,6 @@ class Executor(_StdExecutor):
                     err = TaskExecutionFailed("Failed to set result or exception")
                     err.__cause__ = exc
                     fut.set_exception(err)
-        with self._futures_lock:
-            self._futures.update(f for f in futures.values() if not f.done())
-        for f in futures.values():
-            f.add_done_callback(self._forget)
         if pending:
             watcher.watch(pending)
         return futures.values()
@@ -436,15 +455,28 @@ class Executor(_StdExecutor):
         if wait and threading.current_thread() is not self._task_submitter:
             self._task_submitter.join()
             self._senders.shutdown(wait=True)
-            with self._futures_lock:
-                outstanding = list(self._futures)
-            _wait(outstanding)
+            # every future not resolved yet is now with a watcher (the submitter and the senders
+            # are done): wait for this Executor's
+            self._wait_outstanding()
         else:
             self._senders.shutdown(wait=False)
         _REGISTERED_EXECUTORS.pop(id(self), None)
         if not _REGISTERED_EXECUTORS:
             for w in all_watchers():
                 w.stop_when_idle()
+
+
+    def _wait_outstanding(self) -> None:
+        """Wait until none of this Executor's watched futures is pending.  A future cancelled
+        meanwhile (``map`` cancels on timeout) is CANCELLED, which ``wait`` never counts as
+        done, so the set is re-read every second rather than waited on once."""
+        me = id(self)
+        while True:
+            outstanding = [f for w in all_watchers() for f in w.open_futures()
+                           if f._metadata.get("executor_id") == me and not f._is_done()]
+            if not outstanding:
+                return
+            _wait(outstanding, timeout=1.0)
 
 
 def _wait_at_exit() -> None:

@@ -1,18 +1,89 @@
-"""``ComputeFuture``: a ``concurrent.futures.Future`` that knows its task id."""
+"""``ComputeFuture``: a ``concurrent.futures.Future`` that knows its task id.
+
+``Future.__init__`` builds a ``threading.Condition`` (an RLock, a deque and five bound methods:
+about 1.2 KiB and a microsecond) for every future.  An SDK future is usually waited on through
+``wait``/``as_completed``/``result()`` late or never individually, and tens of thousands may be
+outstanding, so a ComputeFuture makes its condition on first use instead.  Until then nothing
+can be waiting on it (every waiter goes through the condition), which lets the result watcher
+resolve it without one; one process-wide lock orders "make the condition" against "resolve
+without one", so a waiter either finds the result or is notified.
+"""
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+import threading
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 from typing import Any
+
+_DONE = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
+_CANCELLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED))
+# The fields Future.__init__ sets in the CPython versions we know; on any other layout the
+# condition is made eagerly by Future.__init__ itself, as in the standard library.
+_LAZY = set(Future().__dict__) == {"_condition", "_state", "_result", "_exception", "_waiters",
+                                   "_done_callbacks"}
+_CONDITION_LOCK = threading.Lock()
 
 
 class ComputeFuture(Future):
     """``task_id`` is ``None`` until the service accepts the submission, then the task UUID string."""
 
     def __init__(self, task_id: str | None = None) -> None:
-        super().__init__()
+        if _LAZY:
+            self._state = PENDING
+            self._result = None
+            self._exception = None
+            self._waiters: list[Any] = []
+            self._done_callbacks: list[Any] = []
+        else:
+            super().__init__()
         self.task_id: str | None = task_id
         self._metadata: dict[str, Any] = {}
+
+    @property  # type: ignore[override]
+    def _condition(self) -> threading.Condition:
+        cond = self.__dict__.get("_lazy_condition")
+        if cond is None:
+            with _CONDITION_LOCK:
+                cond = self.__dict__.get("_lazy_condition")
+                if cond is None:
+                    cond = self.__dict__["_lazy_condition"] = threading.Condition()
+        return cond
+
+    @_condition.setter
+    def _condition(self, value: threading.Condition) -> None:
+        self.__dict__["_lazy_condition"] = value
+
+    def set_result(self, result: Any) -> None:
+        if not self._finish_unwatched(result, None):
+            super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        if not self._finish_unwatched(None, exception):
+            super().set_exception(exception)
+
+    def _finish_unwatched(self, result: Any, exception: BaseException | None) -> bool:
+        """Resolve without a condition when none exists yet (so no thread waits); False when
+        one does, and the standard path must notify its waiters."""
+        with _CONDITION_LOCK:
+            if "_lazy_condition" in self.__dict__:
+                return False
+            state = self._state
+            if state not in _DONE:
+                self._result, self._exception, self._state = result, exception, FINISHED
+        if state in _DONE:  # raised outside the lock: repr() takes the condition
+            raise InvalidStateError(f"{state}: {self!r}")
+        # Future's own callback runner (not in typeshed): same logging of failing callbacks
+        self._invoke_callbacks()  # type: ignore[attr-defined]
+        return True
+
+    # Lock-free snapshots for the SDK's own bookkeeping; like done()/cancelled(), the answer can
+    # change right after, and they do not make a condition.
+    def _is_done(self) -> bool:
+        return self._state in _DONE
+
+    def _is_cancelled(self) -> bool:
+        return self._state in _CANCELLED
 
     def __repr__(self) -> str:
         return f"{super().__repr__()[:-1]} task_id={self.task_id}>"

@@ -20,6 +20,10 @@ from volley.transport import open_consumer
 
 log = logging.getLogger(__name__)
 
+# Deliveries resolved but not yet acked before the watcher acks them all at once; well below
+# the prefetch (4096) so the broker never stalls waiting for acks.
+ACK_EVERY = 1024
+
 _WATCHERS: dict[str, ResultWatcher] = {}
 _WATCHERS_LOCK = threading.Lock()
 
@@ -66,7 +70,7 @@ class ResultWatcher(threading.Thread):
                 raise RuntimeError("result watcher is shutting down")
             for f in futures:
                 tid = f.task_id
-                if tid is None or f.done() or tid in self._open:
+                if tid is None or f._is_done() or tid in self._open:
                     continue
                 early = self._received.pop(tid, None)
                 if early is not None:
@@ -144,36 +148,60 @@ class ResultWatcher(threading.Thread):
         return False
 
     def _consume(self, consumer: Any) -> None:
-        while not self._should_stop():
-            batch = consumer.next_batch(4096, timeout=0.25)
-            if not batch:
-                continue
-            ready = []
-            with self._lock:
-                for d in batch:
-                    m = d.message
-                    if m is None or m.kind != "result":
-                        log.warning("dead-lettering a non-result message on %s: %s", self.task_group_id,
-                                    d.invalid or m.kind)
-                        consumer.nack(d.tag, requeue=False)
-                        continue
-                    f = self._open.pop(m.task_id, None)
-                    if f is None:
-                        self._received[m.task_id] = (d.timestamp, m)
-                    else:
-                        ready.append((f, d.timestamp, m))
-            for f, ts, m in ready:
-                self._resolve(f, ts, m)
-            consumer.ack_through(batch[-1].tag)
+        # Acks are batched across deliveries: each ``ack_through`` is a round trip to the
+        # transport's I/O thread, dearer than resolving a whole small batch.  A batch is acked
+        # once ACK_EVERY deliveries wait for it or as soon as nothing more is buffered (the
+        # zero-timeout poll), always after its futures are resolved.
+        pending_tag: int | None = None
+        unacked = 0
+        try:
+            while not self._should_stop():
+                batch = consumer.next_batch(4096, timeout=0.0 if pending_tag is not None else 0.25)
+                if not batch:
+                    if pending_tag is not None:
+                        consumer.ack_through(pending_tag)
+                        pending_tag, unacked = None, 0
+                    continue
+                self._handle(consumer, batch)
+                pending_tag, unacked = batch[-1].tag, unacked + len(batch)
+                if unacked >= ACK_EVERY:
+                    consumer.ack_through(pending_tag)
+                    pending_tag, unacked = None, 0
+        finally:
+            if pending_tag is not None and not consumer.closed:
+                try:
+                    consumer.ack_through(pending_tag)
+                except ConnectionError:
+                    pass  # the broker redelivers them; results are idempotent by task id
+
+    def _handle(self, consumer: Any, batch: Any) -> None:
+        ready = []
+        received = self._received
+        with self._lock:
+            pop = self._open.pop
+            for d in batch:
+                m = d.message
+                if m is None or m.kind != "result":
+                    log.warning("dead-lettering a non-result message on %s: %s", self.task_group_id,
+                                d.invalid or m.kind)
+                    consumer.nack(d.tag, requeue=False)
+                    continue
+                tid = m.task_id
+                f = pop(tid, None)
+                if f is None:
+                    received[tid] = (d.timestamp, m)
+                else:
+                    ready.append((f, d.timestamp, m))
+        resolve = self._resolve
+        for f, ts, m in ready:
+            resolve(f, ts, m)
 
     def _resolve(self, fut: ComputeFuture, timestamp: int | None, msg: Any) -> None:
-        from volley.errors import TaskExecutionFailed
-
-        if fut.done():
-            return  # cancelled by the user; the result is dropped
+        # No done() check first: set_result/set_exception on a future the user cancelled raise
+        # InvalidStateError, caught below, and the common case saves a lock round trip.
         try:
             if msg.is_error:
-                fut.set_exception(TaskExecutionFailed(msg.data, str(timestamp or 0)))
+                fut.set_exception(_task_failed()(msg.data, str(timestamp or 0)))
             else:
                 try:
                     value = self.client.fx_serializer.deserialize(msg.data)
@@ -183,5 +211,19 @@ class ResultWatcher(threading.Thread):
                     fut.set_exception(err)
                 else:
                     fut.set_result(value)
-        except Exception:  # InvalidStateError: cancelled between the check and the set
-            log.debug("future %s was resolved concurrently", fut.task_id)
+        except Exception:  # InvalidStateError: cancelled by the user; the result is dropped
+            log.debug("future %s was cancelled or resolved already", fut.task_id)
+
+
+def _task_failed() -> type[Exception]:
+    """``volley.errors.TaskExecutionFailed``, imported once (a function-level import costs a
+    lookup per result)."""
+    global _TASK_FAILED
+    if _TASK_FAILED is None:
+        from volley.errors import TaskExecutionFailed
+
+        _TASK_FAILED = TaskExecutionFailed
+    return _TASK_FAILED
+
+
+_TASK_FAILED: type[Exception] | None = None

@@ -1,0 +1,186 @@
+"""Local stacks for the benchmarks: one per transport, each in its own temporary ``VOLLEY_HOME``.
+
+Everything is the real thing: ``LocalStack.up()`` starts a private RabbitMQ node, the service
+on SQLite and the default endpoint.  The endpoint's ``config.yaml`` is written before ``up()``
+(a thread-pool engine, so no-op tasks measure the system rather than process start-up), and
+``VOLLEY_TRANSPORT`` is set while ``up()`` spawns the children so the service and the endpoint
+use the transport under test too.  ``down()`` always runs, even when a benchmark fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from volley.local.broker import BrokerInfo
+from volley.local.stack import LocalStack
+from volley.sdk.client import Client
+
+BENCH_DIR = Path(__file__).resolve().parent
+# only this folder goes on the children's PYTHONPATH: the functions the endpoint imports
+TASKS_DIR = BENCH_DIR / "tasks"
+
+ENDPOINT_CONFIG = """\
+# written by benches/stacks.py before `volley local up`
+display_name: Volley bench endpoint ({transport})
+engine:
+  type: ThreadPoolEngine
+  max_workers: {workers}
+heartbeat_period: 5
+{prefetch}"""
+
+_ENV_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """Set variables that the stack's children inherit, for the duration of ``up()``."""
+    with _ENV_LOCK:
+        saved = {k: os.environ.get(k) for k in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+@dataclass
+class BenchStack:
+    transport: str
+    home: Path
+    stack: LocalStack
+    status: dict[str, Any]
+    config: dict[str, Any]
+    startup_s: float
+    _idle_endpoints: list[str] = field(default_factory=list)
+
+    @property
+    def endpoint_id(self) -> str:
+        return str(self.status["endpoint_id"])
+
+    @property
+    def service_url(self) -> str:
+        return str(self.config["service_url"])
+
+    @property
+    def token(self) -> str:
+        return str(self.config["token"])
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.config["ca_file"])
+
+    def client(self) -> Client:
+        return Client(service_url=self.service_url, token=self.token, ca_file=self.ca_file,
+                      do_version_check=False)
+
+    def broker(self) -> BrokerInfo:
+        """The private node's administrative identity (to fill and delete benchmark queues)."""
+        return BrokerInfo(**json.loads((self.home / "broker" / "broker.json").read_text()))
+
+    def service_pid(self) -> int | None:
+        return _read_pid(self.home / "service" / "service.pid")
+
+    def endpoint_pid(self) -> int | None:
+        return _read_pid(self.home / "endpoints" / "default" / "agent.pid")
+
+    def idle_endpoint(self) -> str:
+        """An endpoint that is registered but never started: submitted tasks wait in its queue."""
+        reg = self.client().register_endpoint(f"bench-idle-{uuid.uuid4().hex[:8]}")
+        eid = str(reg["endpoint_id"])
+        self._idle_endpoints.append(eid)
+        return eid
+
+    def drop_idle_endpoints(self) -> None:
+        client = self.client()
+        for eid in self._idle_endpoints:
+            try:
+                client.delete_endpoint(eid)
+            except Exception as exc:  # cleanup only: the whole stack goes away at the end anyway
+                print(f"[bench] could not delete idle endpoint {eid}: {exc}")
+        self._idle_endpoints.clear()
+
+    def down(self) -> None:
+        self.stack.down()
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def start_stack(transport: str, *, workers: int, prefetch: int | None, root: Path) -> BenchStack:
+    """Start a local stack whose service and endpoint use ``transport``; on failure, tear it down."""
+    home = Path(tempfile.mkdtemp(prefix=f"stack-{transport}-", dir=root))
+    ep_dir = home / "endpoints" / "default"
+    ep_dir.mkdir(parents=True)
+    (ep_dir / "config.yaml").write_text(ENDPOINT_CONFIG.format(
+        transport=transport, workers=workers,
+        prefetch=f"prefetch: {prefetch}\n" if prefetch else "",
+    ))
+    pythonpath = os.pathsep.join(p for p in (str(TASKS_DIR), os.environ.get("PYTHONPATH")) if p)
+    stack = LocalStack(home)
+    t0 = time.monotonic()
+    try:
+        with _environ(VOLLEY_TRANSPORT=transport, PYTHONPATH=pythonpath):
+            status = stack.up()
+    except BaseException:
+        stack.down()
+        raise
+    config = json.loads((home / "config.json").read_text())
+    return BenchStack(transport, home, stack, status, config, time.monotonic() - t0)
+
+
+class StackPool:
+    """Stacks started on first use and all stopped at the end of the session."""
+
+    def __init__(self, workers: int, prefetch: int | None) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="volley-bench-"))
+        self.workers = workers
+        self.prefetch = prefetch
+        self._stacks: dict[tuple[str, int | None], BenchStack] = {}
+
+    def get(self, transport: str, *, prefetch: int | str | None = "default") -> BenchStack:
+        pf = self.prefetch if prefetch == "default" else prefetch
+        assert pf is None or isinstance(pf, int)
+        key = (transport, pf)
+        if key not in self._stacks:
+            self._stacks[key] = start_stack(transport, workers=self.workers, prefetch=pf, root=self.root)
+        return self._stacks[key]
+
+    def stop(self, transport: str, prefetch: int | None) -> None:
+        st = self._stacks.pop((transport, prefetch), None)
+        if st is not None:
+            st.down()
+
+    def close(self) -> None:
+        errors = []
+        for st in self._stacks.values():
+            try:
+                st.drop_idle_endpoints()
+            except Exception as exc:
+                errors.append(exc)
+            try:
+                st.down()
+            except Exception as exc:
+                errors.append(exc)
+        self._stacks.clear()
+        shutil.rmtree(self.root, ignore_errors=True)
+        if errors:
+            raise errors[0]
