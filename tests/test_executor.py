@@ -7,6 +7,7 @@ import concurrent.futures as cf
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from typing import Any
 
@@ -301,3 +302,22 @@ def test_interpreter_waits_for_open_futures_at_exit(stack: dict[str, Any], endpo
                           env=dict(os.environ, VOLLEY_HOME=stack["state_dir"]))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["main", "done", "resolved", "42"]
+
+
+def test_shutdown_waits_only_for_its_own_futures(endpoint_id: str) -> None:
+    # CPython reuses the id() of collected objects, so a stale future may carry this
+    # Executor's id() in upstream's executor_id; shutdown must not wait on it
+    from volley.sdk.watcher import watcher_for
+
+    tg = uuid.uuid4()
+    ex = Executor(endpoint_id=endpoint_id, task_group_id=tg)
+    assert ex.submit(square, 5).result(timeout=60) == 25
+    stranger = ComputeFuture(str(uuid.uuid4()))  # a task that will never report back
+    stranger._metadata["executor_id"] = id(ex)
+    watcher_for(str(tg), ex.client, transport=ex.transport, port=None).watch([stranger])
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (ex.shutdown(wait=True), done.set()))
+    t.start()
+    t.join(timeout=60)
+    assert done.is_set(), "shutdown waited on a future that is not this Executor's"
+    stranger.cancel()

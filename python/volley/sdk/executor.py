@@ -10,6 +10,7 @@ go out concurrently, and a failed batch fails only its own futures.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import queue
@@ -30,6 +31,7 @@ from volley.sdk.watcher import all_watchers, watcher_for
 log = logging.getLogger(__name__)
 
 _REGISTERED_EXECUTORS: dict[int, Executor] = {}
+_OWNER_SEQ = itertools.count(1)
 _MAX_CONCURRENT_BATCHES = 4
 
 
@@ -133,6 +135,10 @@ class Executor(_StdExecutor):
         self._senders = ThreadPoolExecutor(_MAX_CONCURRENT_BATCHES, thread_name_prefix="volley-submit")
         self._task_submitter = threading.Thread(target=self._submit_loop, name="TaskSubmitter", daemon=True)
         self._task_submitter.start()
+        # Which futures are this Executor's: upstream's executor_id is id(self), and CPython
+        # reuses the id of a collected object, so a later Executor could adopt (and wait on) a
+        # dead one's futures; this number is never reused in the process.
+        self._owner = next(_OWNER_SEQ)
         _REGISTERED_EXECUTORS[id(self)] = self
 
     def __repr__(self) -> str:
@@ -372,7 +378,7 @@ class Executor(_StdExecutor):
             by_fn.setdefault(info.function_id, []).append(f)
         to_watch = []
         meta = {"request_uuid": request_uuid, "endpoint_uuid": ep_uuid, "task_group_uuid": tg_uuid,
-                "executor_id": id(self)}
+                "executor_id": id(self), "_owner": self._owner}
         for fid, futs in by_fn.items():
             ids = tasks.get(fid)
             if ids is None or len(ids) != len(futs):
@@ -413,7 +419,8 @@ class Executor(_StdExecutor):
         for t in resp.get("tasks", []):
             if t["id"] not in already:
                 fut = ComputeFuture(t["id"])
-                fut._metadata.update(task_group_uuid=self.task_group_id, executor_id=id(self))
+                fut._metadata.update(task_group_uuid=self.task_group_id, executor_id=id(self),
+                                     _owner=self._owner)
                 futures[t["id"]] = fut
         ids = list(futures)
         pending = []
@@ -470,10 +477,10 @@ class Executor(_StdExecutor):
         """Wait until none of this Executor's watched futures is pending.  A future cancelled
         meanwhile (``map`` cancels on timeout) is CANCELLED, which ``wait`` never counts as
         done, so the set is re-read every second rather than waited on once."""
-        me = id(self)
+        me = self._owner
         while True:
             outstanding = [f for w in all_watchers() for f in w.open_futures()
-                           if f._metadata.get("executor_id") == me and not f._is_done()]
+                           if f._metadata.get("_owner") == me and not f._is_done()]
             if not outstanding:
                 return
             _wait(outstanding, timeout=1.0)
