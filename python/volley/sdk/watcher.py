@@ -142,6 +142,9 @@ class ResultWatcher(threading.Thread):
             return True
         if self._stop_when_idle.is_set():
             with self._lock:
+                # a future cancelled by its user may never get a result: it keeps no one waiting
+                for tid in [t for t, f in self._open.items() if f.done()]:
+                    del self._open[tid]
                 if not self._open:
                     self.stopping = True  # from now on watch() refuses; callers start a new watcher
                 return self.stopping
