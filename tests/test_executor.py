@@ -321,3 +321,27 @@ def test_shutdown_waits_only_for_its_own_futures(endpoint_id: str) -> None:
     t.join(timeout=60)
     assert done.is_set(), "shutdown waited on a future that is not this Executor's"
     stranger.cancel()
+
+
+def test_exit_is_not_held_by_a_cancelled_future_that_never_resolves(stack: dict[str, Any]) -> None:
+    # the endpoint is registered but never started: its task would wait forever
+    script = textwrap.dedent(
+        """
+        from volley import Client, Executor
+
+        client = Client()
+        ghost = client.register_endpoint("ghost-endpoint")["endpoint_id"]
+        ex = Executor(endpoint_id=ghost, client=client)
+        fut = ex.submit(abs, -1)
+        import time
+        while fut.task_id is None:  # accepted by the service: now only a result could end it
+            time.sleep(0.05)
+        print("cancelled", fut.cancel(), flush=True)
+        """
+    )
+    import os
+
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, VOLLEY_HOME=stack["state_dir"]))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["cancelled", "True"]
