@@ -24,7 +24,6 @@ import pytest
 from stacks import BenchStack
 
 from volley.protocol.messages import pack_result
-from volley.sdk import watcher as _watcher
 from volley.sdk.future import ComputeFuture
 from volley.sdk.watcher import ResultWatcher
 from volley.serialize import ComputeSerializer
@@ -32,8 +31,6 @@ from volley.transport import open_consumer, open_publisher
 
 TRANSPORTS = ("native", "python")
 PUBLISH_CHUNK = 5_000
-# the watcher's ack batching, mirrored by the raw drain (older SDKs acked every batch)
-ACK_EVERY = getattr(_watcher, "ACK_EVERY", 1)
 # after filling, let the broker finish writing before the clock starts
 SETTLE_S = 1.0
 
@@ -95,28 +92,20 @@ def _ingest(filled: FilledQueue, transport: str) -> dict[str, Any]:
 
 
 def _drain(filled: FilledQueue, transport: str) -> dict[str, Any]:
-    """The watcher's consume loop without the watcher: same batch size, same ack policy (ack
-    once ACK_EVERY deliveries are pending or nothing more is buffered), no futures."""
+    """The watcher's consume loop without the watcher: the same batch size and ack policy
+    (one ``ack_through`` per batch), no futures."""
     ca = filled.stack.ca_file
     t0 = time.perf_counter()
     consumer = open_consumer(filled.url, filled.queue, transport=transport, ca_file=ca, prefetch=4096)
-    got = unacked = batches = 0
-    last = None
+    got = batches = 0
     try:
-        while got < len(filled.task_ids) or last is not None:
-            batch = consumer.next_batch(4096, timeout=0.0 if last is not None else 5.0)
+        while got < len(filled.task_ids):
+            batch = consumer.next_batch(4096, timeout=5.0)
             if not batch:
-                if last is None:
-                    raise AssertionError(f"queue ran dry after {got} deliveries")
-                consumer.ack_through(last)
-                last, unacked = None, 0
-                continue
+                raise AssertionError(f"queue ran dry after {got} deliveries")
             got += len(batch)
             batches += 1
-            last, unacked = batch[-1].tag, unacked + len(batch)
-            if unacked >= ACK_EVERY:
-                consumer.ack_through(last)
-                last, unacked = None, 0
+            consumer.ack_through(batch[-1].tag)
         elapsed = time.perf_counter() - t0
     finally:
         consumer.close()

@@ -7,7 +7,9 @@ bench/test environment; Volley's runtime never imports them.
 * ``bench_serialize_task[...]``: what ``Batch.add`` does per task (serialize args and kwargs,
   pack the buffers), upstream's ``ComputeSerializer`` against ours;
 * ``bench_upstream_executor``: upstream's ``Executor`` pointed at our service (native stack),
-  the same no-op tasks as the end-to-end benchmark, in its own process.
+  the same no-op tasks as the end-to-end benchmark, in its own process;
+* ``bench_upstream_submit``: upstream's ``submit()`` cost, measured as bench_submission.py
+  measures ours (an endpoint that is not running; CPU until every task id is known).
 """
 
 from __future__ import annotations
@@ -105,3 +107,29 @@ def bench_upstream_executor(benchmark: Any, stacks: Any, sizes: Any) -> None:
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info.update(out, against="volley service, native stack")
+
+
+def bench_upstream_submit(benchmark: Any, stacks: Any, sizes: Any) -> None:
+    """Upstream's submission cost, measured like bench_submission.py measures ours."""
+    pytest.importorskip("globus_compute_sdk")
+    stack = stacks.get("native")
+    endpoint = stack.idle_endpoint()
+    env = dict(os.environ, BENCH_SERVICE_URL=stack.service_url, BENCH_TOKEN=stack.token,
+               SSL_CERT_FILE=stack.ca_file)
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        proc = subprocess.run(
+            [sys.executable, str(HERE / "upstream_executor.py"), "--submit-only",
+             "--n", str(sizes.submit_tasks), "--endpoint", endpoint],
+            env=env, capture_output=True, text=True, timeout=3600,
+        )
+        if proc.returncode != 0 or not proc.stdout.strip():
+            raise RuntimeError(f"upstream Executor failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
+        out.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    try:
+        benchmark.pedantic(run, rounds=1, iterations=1)
+    finally:
+        stack.drop_idle_endpoints()
+    benchmark.extra_info.update(out, against="volley service, native stack, endpoint not running")

@@ -14,7 +14,7 @@ quick() { [ -n "${QUICK:-}" ] && [ "${QUICK}" != "0" ]; }
 mkdir -p "$OUT"
 if quick; then
   say "quick mode: counts scaled down 3 to 10x"
-  CRITERION_ARGS=(--warm-up-time 0.3 --measurement-time 0.7 --sample-size 30)
+  CRITERION_ARGS=(--warm-up-time 0.2 --measurement-time 0.5 --sample-size 20)
 else
   CRITERION_ARGS=(--warm-up-time 1 --measurement-time 3)
 fi

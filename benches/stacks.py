@@ -155,6 +155,8 @@ class StackPool:
         self.workers = workers
         self.prefetch = prefetch
         self._stacks: dict[tuple[str, int | None], BenchStack] = {}
+        self._stopping: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
 
     def get(self, transport: str, *, prefetch: int | str | None = "default") -> BenchStack:
         pf = self.prefetch if prefetch == "default" else prefetch
@@ -165,22 +167,33 @@ class StackPool:
         return self._stacks[key]
 
     def stop(self, transport: str, prefetch: int | None) -> None:
+        """Stop a stack no longer needed, in the background (close() waits for it)."""
         st = self._stacks.pop((transport, prefetch), None)
         if st is not None:
-            st.down()
+            self._stopping.append(self._down_in_thread(st))
 
-    def close(self) -> None:
-        errors = []
-        for st in self._stacks.values():
+    def _down_in_thread(self, st: BenchStack) -> threading.Thread:
+        def down() -> None:
             try:
                 st.drop_idle_endpoints()
-            except Exception as exc:
-                errors.append(exc)
+            except Exception as exc:  # the stack goes away anyway
+                self._errors.append(exc)
             try:
                 st.down()
             except Exception as exc:
-                errors.append(exc)
+                self._errors.append(exc)
+
+        t = threading.Thread(target=down, name=f"bench-down-{st.transport}")
+        t.start()
+        return t
+
+    def close(self) -> None:
+        # stacks stop concurrently: each waits seconds for its processes to exit
+        self._stopping += [self._down_in_thread(st) for st in self._stacks.values()]
         self._stacks.clear()
+        for t in self._stopping:
+            t.join()
+        self._stopping.clear()
         shutil.rmtree(self.root, ignore_errors=True)
-        if errors:
-            raise errors[0]
+        if self._errors:
+            raise self._errors[0]

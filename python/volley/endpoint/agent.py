@@ -56,6 +56,11 @@ RESEND_PERIOD = 2.0
 RECENT_LIMIT = 20_000
 
 
+# How soon a confirmed result's ack goes out while tasks are in flight.  A long wait here
+# capped a whole stack at about prefetch / wait tasks per second (~90/s at the default).
+ACK_POLL_S = 0.005
+
+
 class AgentError(RuntimeError):
     """The agent cannot go on; the message names the cause and what to do."""
 
@@ -253,7 +258,9 @@ class Agent:
                 self._open_consumer()
             assert self.consumer is not None
             try:
-                batch = self.consumer.next_batch(256, timeout=0.2)
+                # while tasks run, come back often: their acks (which free prefetch credit for
+                # the next deliveries) are sent from this thread, between waits; idle, wait long
+                batch = self.consumer.next_batch(256, timeout=ACK_POLL_S if self._in_flight else 0.2)
             except ConnectionError as exc:
                 # the consumer gave up reconnecting: its deliveries go back to the queue; open a
                 # new one (tasks already running keep running and are matched on redelivery)

@@ -169,27 +169,29 @@ class PikaConsumer:
             n = min(max_messages, len(self._buffer))
             return [self._buffer.popleft() for _ in range(n)]
 
-    def _ack(self, tag: int, multiple: bool) -> None:
-        if tag <= self._floor or self._channel is None:
-            return  # that delivery's connection is gone; the broker will redeliver it
-        try:
-            self._channel.basic_ack(tag - self._floor, multiple=multiple)
-        except (*_CONNECTION_ERRORS, pex.AMQPChannelError):
-            pass  # likewise redelivered after reconnect
+    def _settle(self, tag: int, op: Any) -> None:
+        """Run ``op(channel, amqp_tag)`` holding ``_busy``, like next_batch: a close() from
+        another thread must not tear the connection down under an ack (pika is not
+        thread-safe; that races end in SSL errors).  A close() that came meanwhile is finished
+        here, by the thread that owns the connection."""
+        with self._busy:
+            if tag > self._floor and self._channel is not None and not self._closed:
+                try:
+                    op(self._channel, tag - self._floor)
+                except (*_CONNECTION_ERRORS, pex.AMQPChannelError):
+                    pass  # that connection is gone: the broker redelivers after reconnect
+            # else: the delivery's connection is gone; the broker will redeliver it
+            if self._closing:
+                self._finish_close()
 
     def ack_through(self, tag: int) -> None:
-        self._ack(tag, True)
+        self._settle(tag, lambda ch, t: ch.basic_ack(t, multiple=True))
 
     def ack(self, tag: int) -> None:
-        self._ack(tag, False)
+        self._settle(tag, lambda ch, t: ch.basic_ack(t, multiple=False))
 
     def nack(self, tag: int, *, requeue: bool) -> None:
-        if tag <= self._floor or self._channel is None:
-            return
-        try:
-            self._channel.basic_nack(tag - self._floor, multiple=False, requeue=requeue)
-        except (*_CONNECTION_ERRORS, pex.AMQPChannelError):
-            pass
+        self._settle(tag, lambda ch, t: ch.basic_nack(t, multiple=False, requeue=requeue))
 
     def close(self) -> None:
         if self._closed:
@@ -201,7 +203,7 @@ class PikaConsumer:
             finally:
                 self._busy.release()
         elif self._conn is not None:
-            # a thread is waiting in next_batch: wake it; it closes the connection itself
+            # a thread is in next_batch or settling: wake it; it closes the connection itself
             try:
                 self._conn.add_callback_threadsafe(lambda: None)
             except Exception:
