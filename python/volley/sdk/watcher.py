@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 _WATCHERS: dict[str, ResultWatcher] = {}
 _WATCHERS_LOCK = threading.Lock()
+# Results a stopped watcher had received for futures not registered yet: they were acked, so
+# they exist nowhere else; the group's next watcher takes them over.
+_UNCLAIMED: dict[str, dict[str, tuple[int | None, Any]]] = {}
 
 
 def watcher_for(task_group_id: str, client: Any, *, transport: str | None, port: int | None) -> ResultWatcher:
@@ -29,6 +32,8 @@ def watcher_for(task_group_id: str, client: Any, *, transport: str | None, port:
         w = _WATCHERS.get(task_group_id)
         if w is None or not w.is_alive() or w.stopping:
             w = ResultWatcher(task_group_id, client, transport=transport, port=port)
+            # results an earlier watcher of this group received (and acked) but could not match
+            w._received.update(_UNCLAIMED.pop(task_group_id, {}))
             _WATCHERS[task_group_id] = w
             w.start()
         else:
@@ -78,6 +83,19 @@ class ResultWatcher(threading.Thread):
             self._resolve(f, ts, msg)
         return added
 
+    def adopt(self, received: dict[str, tuple[int | None, Any]]) -> None:
+        """Take over results a predecessor received but could not match yet."""
+        ready = []
+        with self._lock:
+            for tid, (ts, msg) in received.items():
+                f = self._open.pop(tid, None)
+                if f is None:
+                    self._received[tid] = (ts, msg)
+                else:
+                    ready.append((f, ts, msg))
+        for f, ts, msg in ready:
+            self._resolve(f, ts, msg)
+
     def open_futures(self) -> list[ComputeFuture]:
         with self._lock:
             return list(self._open.values())
@@ -123,6 +141,13 @@ class ResultWatcher(threading.Thread):
         with _WATCHERS_LOCK:
             if _WATCHERS.get(self.task_group_id) is self:
                 del _WATCHERS[self.task_group_id]
+            successor = _WATCHERS.get(self.task_group_id)
+            with self._lock:
+                unclaimed, self._received = self._received, {}
+            if unclaimed and successor is None:
+                _UNCLAIMED.setdefault(self.task_group_id, {}).update(unclaimed)
+        if unclaimed and successor is not None:
+            successor.adopt(unclaimed)
         with self._lock:
             self.stopping = True
             leftovers = list(self._open.values())
