@@ -23,7 +23,7 @@ from urllib.parse import quote
 from volley.local.certs import ensure_tls_files
 from volley.local.ports import free_port, port_open
 from volley.local.procs import alive as _alive
-from volley.local.procs import read_pid, spawn
+from volley.local.procs import log_tail, read_pid, spawn
 from volley.local.procs import terminate_group as _terminate_group
 
 SERVER_BIN = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
@@ -215,13 +215,7 @@ class RabbitNode:
         )
 
     def log_tail(self, lines: int = 20) -> str:
-        out = []
-        for path in [self.dir / "server.out", *sorted((self.dir / "log").glob("*.log"))]:
-            try:
-                out.extend(path.read_text(errors="replace").splitlines()[-lines:])
-            except OSError:
-                continue
-        return "\n".join(out[-lines:])
+        return log_tail(self.dir / "server.out", *sorted((self.dir / "log").glob("*.log")), lines=lines)
 
     def stop(self, info: BrokerInfo, timeout: float = 60.0) -> None:
         pid = self.pid()

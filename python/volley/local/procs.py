@@ -70,3 +70,15 @@ def _groupalive(pgid: int) -> bool:
         except (ProcessLookupError, PermissionError):
             continue
     return False
+
+
+def log_tail(*paths: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of the given logs together (missing files are skipped), for
+    error messages that show why a child process failed."""
+    out: list[str] = []
+    for path in paths:
+        try:
+            out.extend(path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            continue
+    return "\n".join(out[-lines:]) or "(no log)"

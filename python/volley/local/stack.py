@@ -27,7 +27,7 @@ import requests
 from volley.config import ClientConfig, volley_home
 from volley.local.broker import BrokerInfo, RabbitNode
 from volley.local.ports import free_port
-from volley.local.procs import alive, read_pid, spawn, terminate_group
+from volley.local.procs import alive, log_tail, read_pid, spawn, terminate_group
 
 DEFAULT_ENDPOINT = "default"
 DEFAULT_ENDPOINT_CONFIG = """\
@@ -146,7 +146,7 @@ class LocalStack:
             if proc.poll() is not None:
                 raise StackError(
                     f"the service exited with code {proc.returncode} at start; "
-                    f"see {self.service_dir / 'service.log'}:\n{_tail(self.service_dir / 'service.log')}"
+                    f"see {self.service_dir / 'service.log'}:\n{log_tail(self.service_dir / 'service.log')}"
                 )
             try:
                 if requests.get(f"{url}/v2/version", timeout=1).ok:
@@ -227,7 +227,7 @@ class LocalStack:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 log = self.endpoint_dir / "endpoint.log"
-                raise StackError(f"the endpoint exited with code {proc.returncode}; see {log}:\n{_tail(log)}")
+                raise StackError(f"the endpoint exited with code {proc.returncode}; see {log}:\n{log_tail(log)}")
             if id_file.exists():
                 ep_id = json.loads(id_file.read_text())["endpoint_id"]
                 try:
@@ -295,9 +295,3 @@ class LocalStack:
             "state_dir": str(self.home),
         }
 
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
