@@ -48,13 +48,18 @@ class TokenCache:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[str, float]] = {}
 
+    def cached(self, token: str) -> str | None:
+        """The user of ``token`` if the cache knows it (no database access), else None."""
+        with self._lock:
+            hit = self._cache.get(hash_token(token))
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
     def user_for(self, session: Session, token: str) -> str | None:
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
         digest = hash_token(token)
         now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(digest)
-        if hit is not None and hit[1] > now:
-            return hit[0]
         row = session.get(Token, digest)
         if row is None:
             return None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +30,11 @@ class BrokerGateway:
         self.transport = transport
         # unused SDK queues vanish with the task records they would carry (the TTL)
         self.sdk_queue_expires_ms = max(1000, int(sdk_queue_ttl_s * 1000))
+        # queue name -> when we last declared it: an Executor asks for its queue with every
+        # batch, and a declare is a broker round trip (~0.35 ms) on each submission's path
+        self._declared: dict[str, float] = {}
+        self._declared_lock = threading.Lock()
+        self._redeclare_after_s = min(30.0, self.sdk_queue_expires_ms / 4000)
         self.publisher: Publisher = open_publisher(url, transport=transport, ca_file=ca_file)
 
     def open_publisher(self) -> Publisher:
@@ -62,9 +69,21 @@ class BrokerGateway:
     def delete_endpoint_queue(self, endpoint_id: str) -> None:
         self.publisher.delete_queue(topo.task_queue(endpoint_id))
 
-    def declare_sdk_queue(self, name: str) -> None:
-        """Declare (or touch) a task group's result queue.  Declaring again restarts its expiry."""
+    def declare_sdk_queue(self, name: str, *, unless_recent: bool = False) -> None:
+        """Declare (or touch) a task group's result queue.  Declaring again restarts its expiry.
+        With ``unless_recent``, skip it if this process declared the queue moments ago (well
+        within its expiry, so it still exists unless deleted by hand)."""
+        now = time.monotonic()
+        if unless_recent:
+            with self._declared_lock:
+                last = self._declared.get(name)
+            if last is not None and now - last < self._redeclare_after_s:
+                return
         self._declare_or_keep(name, {"x-expires": self.sdk_queue_expires_ms, **_DEAD_LETTER})
+        with self._declared_lock:
+            if len(self._declared) > 100_000:  # bounded: forget everything rather than grow
+                self._declared.clear()
+            self._declared[name] = now
 
     def _declare_or_keep(self, name: str, arguments: dict[str, Any]) -> None:
         """Declare ``name``; if it exists with other arguments (declared under other settings or

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -31,17 +32,27 @@ def service_state(request: Request) -> ServiceState:
     return request.app.state.volley  # type: ignore[no-any-return]
 
 
-def caller(
+async def caller(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
-) -> Iterator[Caller]:
+) -> AsyncIterator[Caller]:
+    """Runs on the event loop, not in the thread pool: a sync dependency with ``yield`` costs
+    two extra thread hand-overs per request (measured: ~0.5 ms of a 1.3 ms GET).  Only a token
+    missing from the cache reaches the database, from a worker thread."""
     state = service_state(request)
     if credentials is None or not credentials.credentials.strip():
         raise unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-    with state.sessions() as session:
-        user_id = state.tokens.user_for(session, credentials.credentials.strip())
+    token = credentials.credentials.strip()
+    session = state.sessions()
+    try:
+        user_id = state.tokens.cached(token)
+        if user_id is None:
+            user_id = await run_in_threadpool(state.tokens.user_for, session, token)
         if user_id is None:
             raise unauthorized("unknown or revoked token; create one with `volley token create`")
         yield Caller(state, session, user_id)
+    finally:
+        # returns the connection to the pool (a rollback of nothing after a commit)
+        session.close()
 
 
 def canonical_uuid(value: str) -> str | None:

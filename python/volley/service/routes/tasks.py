@@ -36,6 +36,7 @@ from volley.service.schemas import (
 )
 
 router = APIRouter(tags=["tasks"], responses=COMMON_RESPONSES)
+_TASKS = Task.__table__
 _BROKER_ERRORS = (ConnectionError, TimeoutError, BrokerAdminError)
 
 
@@ -91,11 +92,14 @@ def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> S
     state = c.state
     if body.create_queue:
         try:
-            state.gateway.declare_sdk_queue(topo.sdk_queue_prefix(c.user_id) + group.id)
+            state.gateway.declare_sdk_queue(topo.sdk_queue_prefix(c.user_id) + group.id, unless_recent=True)
         except _BROKER_ERRORS as exc:
             raise broker_unavailable(exc) from exc
-        group.has_queue = True
-    group.updated_at = now
+        if not group.has_queue:
+            group.has_queue = True
+    # the group's TTL clock: a write per submission would only move it by milliseconds
+    if now - group.updated_at > min(60.0, state.settings.task_ttl_s / 10):
+        group.updated_at = now
 
     rows: list[dict[str, Any]] = []
     messages: list[tuple[str, str, bytes]] = []
@@ -114,7 +118,7 @@ def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> S
             messages.append((tid, fn.id, pack_task(tid, fn.code + payload)))
     # one multi-row INSERT (executemany) for the whole batch, committed before publishing so a
     # result can never arrive for a task the router does not know
-    c.session.execute(insert(Task), rows)
+    c.session.execute(insert(_TASKS), rows)  # Core insert: no ORM bookkeeping per row
     c.session.commit()
     try:
         state.gateway.publish_tasks(
@@ -125,7 +129,7 @@ def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> S
     except (PublishFailed, *_BROKER_ERRORS) as exc:
         ids_sent = [r["id"] for r in rows]
         for i in range(0, len(ids_sent), 500):
-            c.session.execute(delete(Task).where(Task.id.in_(ids_sent[i : i + 500])))
+            c.session.execute(delete(_TASKS).where(_TASKS.c.id.in_(ids_sent[i : i + 500])))
         c.session.commit()
         raise broker_unavailable(exc) from exc
     return {"request_id": str(uuid.uuid4()), "task_group_id": group.id, "endpoint_id": ep.id, "tasks": out}
