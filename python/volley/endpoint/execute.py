@@ -7,6 +7,7 @@ Result, so an exception out of a worker always means the worker itself was lost.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
@@ -25,13 +26,19 @@ class CouldNotExecuteUserTaskError(Exception):
     """The task message or its payload could not be turned into a call."""
 
 
-def _details(endpoint_id: str | None) -> dict[str, Any]:
+@functools.cache
+def _platform() -> tuple[str, str, str]:
     import dill
 
+    return platform.system(), dill.__version__, platform.python_version()
+
+
+def _details(endpoint_id: str | None) -> dict[str, Any]:
+    os_name, dill_version, python_version = _platform()
     return {
-        "os": platform.system(),
-        "dill_version": dill.__version__,
-        "python_version": platform.python_version(),
+        "os": os_name,
+        "dill_version": dill_version,
+        "python_version": python_version,
         "volley_version": __version__,
         "endpoint_id": endpoint_id,
     }
@@ -50,8 +57,8 @@ def _user_traceback(exc: BaseException) -> str:
 def _enter_working_dir(task_id: str, run_dir: str | None, run_in_sandbox: bool, change_dir: bool) -> None:
     os.environ.pop("GC_TASK_SANDBOX_DIR", None)
     os.environ["GC_TASK_UUID"] = task_id
-    if not run_dir:
-        return
+    if not run_dir or not (run_in_sandbox or change_dir):
+        return  # nothing to create or enter (the engine made run_dir when it started)
     workdir = os.path.join(run_dir, task_id) if run_in_sandbox else run_dir
     os.makedirs(workdir, exist_ok=True)
     if run_in_sandbox:

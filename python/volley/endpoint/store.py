@@ -4,7 +4,8 @@ A result that cannot be published (broker down, channel lost, nack) is written h
 task's delivery is acknowledged, and re-sent until confirmed; then the file is removed.  The
 service ingests results idempotently by task id, so a re-send after an unnoticed success is
 harmless.  Files are written to a temporary name, fsynced and renamed, so a crash never leaves
-half a result.
+half a result.  Which task ids are stored is also kept in memory: the agent asks for every
+task it receives, and a ``stat`` per task showed in its profile.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class ResultStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         for stale in self.dir.glob("*.tmp"):  # a crash between write and rename
             stale.unlink(missing_ok=True)
+        self._ids = {p.name for p in self.dir.iterdir() if not p.name.endswith(".tmp")}
 
     def _path(self, task_id: str) -> Path:
         return self.dir / str(uuid.UUID(task_id))  # a task id never escapes the directory
@@ -32,21 +34,27 @@ class ResultStore:
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)
+        self._ids.add(path.name)
 
     def has(self, task_id: str) -> bool:
-        return self._path(task_id).exists()
+        """``task_id`` in canonical form, as decoded messages carry it."""
+        return task_id in self._ids
 
     def get(self, task_id: str) -> bytes | None:
+        path = self._path(task_id)
         try:
-            return self._path(task_id).read_bytes()
+            return path.read_bytes()
         except FileNotFoundError:
+            self._ids.discard(path.name)  # removed behind our back
             return None
 
     def delete(self, task_id: str) -> None:
-        self._path(task_id).unlink(missing_ok=True)
+        path = self._path(task_id)
+        path.unlink(missing_ok=True)
+        self._ids.discard(path.name)
 
     def task_ids(self) -> list[str]:
-        return sorted(p.name for p in self.dir.iterdir() if not p.name.endswith(".tmp"))
+        return sorted(self._ids)
 
     def __len__(self) -> int:
-        return len(self.task_ids())
+        return len(self._ids)
