@@ -44,7 +44,7 @@ class ComputeAPIError(Exception):
 
 
 class _Response:
-    __slots__ = ("status_code", "content")
+    __slots__ = ("content", "status_code")
 
     def __init__(self, status_code: int, content: bytes) -> None:
         self.status_code = status_code
