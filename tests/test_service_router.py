@@ -156,3 +156,29 @@ def test_bad_heartbeats_are_dead_lettered(svc: Service) -> None:
              .json()["status"] == "online", what="the valid heartbeat")
     assert sorted(m[2] for m in svc.broker.drain(topo.DEAD_LETTER_QUEUE)) == sorted(body for _rk, body in bad)
     assert svc.client.get(f"/v2/endpoints/{a}/status", headers=alice.headers).json()["status"] == "offline"
+
+
+def test_a_batch_of_results_is_stored_and_forwarded_together(svc: Service) -> None:
+    """One router batch of many results, duplicates included, against the real database and
+    broker: every task stored once (first result wins), forwarded once, marked forwarded."""
+    from volley.service.router import ResultRouter
+    from volley.transport.base import Delivery
+
+    alice, reg, out, ids = _setup(svc, 6)
+    rk = topo.results_routing_key(reg["endpoint_id"])
+
+    def delivery(tag: int, body: bytes) -> Delivery:
+        return Delivery(tag, False, topo.RESULTS_EXCHANGE, rk, None, {}, body, decode(body), None)
+
+    batch = [delivery(i, result_body(tid, i)) for i, tid in enumerate(ids)]
+    batch += [delivery(10, result_body(ids[0], 999)), delivery(11, result_body(ids[1], error="late"))]
+    plan = ResultRouter(svc.state.gateway, svc.state.sessions)._route(batch)
+    assert plan.rejected == [] and plan.unconfirmed == []
+
+    for i, tid in enumerate(ids):
+        doc = svc.task(alice, tid)
+        assert doc["status"] == "success" and serializer.deserialize(doc["result"]) == i
+    with svc.state.sessions() as s:
+        assert all(s.get(Task, tid).forwarded is True for tid in ids)
+    forwarded = svc.broker.drain(sdk_queue(alice, out["task_group_id"]))
+    assert sorted(decode(b).task_id for _m, _p, b in forwarded) == sorted(ids)

@@ -6,6 +6,9 @@ a result for a task that is already complete changes nothing (it is only forward
 first forward was never confirmed, and then from what is stored).  Anything that is not a valid
 ``Result`` for a known task of the publishing endpoint is dead-lettered with a log line, never
 requeued; so is a result the database refuses to store.
+
+The ``forwarded`` mark of a confirmed forward is written with the next batch's transaction (or
+when the queue goes idle), so a batch costs one commit, not two.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, literal_column, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -105,22 +108,31 @@ class ConsumerLoop(threading.Thread):
 
 
 @dataclass
-class _Stored:
-    """What storing a batch of results decided: forwards to send, messages to dead-letter."""
+class _Plan:
+    """What a batch of results calls for: rows to store, forwards to send, messages to
+    dead-letter; and, once forwarded, which deliveries the broker did not confirm."""
 
+    rows: list[dict[str, Any]] = field(default_factory=list)  # parameters of _STORE
     forwards: list[tuple[Any, str, str, bytes, int]] = field(default_factory=list)  # delivery, task, queue, body, ts
+    again: list[str] = field(default_factory=list)  # stored earlier, forwarded now: mark only
     rejected: list[tuple[Any, str]] = field(default_factory=list)
-    done: list[Any] = field(default_factory=list)  # stored or duplicate; nothing to forward
-
-    def merge(self, other: _Stored) -> None:
-        self.forwards += other.forwards
-        self.rejected += other.rejected
-        self.done += other.done
+    unconfirmed: list[Any] = field(default_factory=list)
 
 
-def _error_text(task: Task) -> tuple[str | None, str | None]:
-    details = task.details or {}
-    return details.get("error_code"), details.get("error_message")
+_TASKS = cast(Table, Task.__table__)
+_GROUPS = cast(Table, TaskGroup.__table__)
+# one executemany for every result of a batch; the first result stored wins
+_STORE = (
+    update(_TASKS)
+    # the states as SQL literals: an expanding IN (...) cannot be used with executemany
+    .where(_TASKS.c.id == bindparam("tid"),
+           _TASKS.c.status.not_in([literal_column(f"'{state}'") for state in TERMINAL_STATES]))
+    .values(status=bindparam("status"), result=bindparam("result"), exception=bindparam("exception"),
+            details=bindparam("details"), completion_t=bindparam("now"), updated_at=bindparam("now"),
+            forwarded=bindparam("fwd"))
+)
+# at most this many ids per IN (...): SQLite's bound-parameter limit is far above it
+_IN_CHUNK = 500
 
 
 class ResultRouter(ConsumerLoop):
@@ -152,123 +164,153 @@ class ResultRouter(ConsumerLoop):
                 results.append(d)
         if not results:
             return
-        try:
-            outcome = self._store(results)
-        except DBAPIError as exc:
-            if not _is_data_error(exc):
-                raise
-            # one result poisons the batch: store them one by one to find it
-            outcome = _Stored()
-            for d in results:
-                try:
-                    outcome.merge(self._store([d]))
-                except DBAPIError as one_exc:
-                    if not _is_data_error(one_exc):
-                        raise
-                    outcome.rejected.append((d, f"the database refused it: {one_exc.orig}"))
-        for d, why in outcome.rejected:
+        plan = self._route(results)
+        for d, why in plan.rejected:
             dead_letter(consumer, d, why)
-        unconfirmed = self._forward(outcome.forwards)
-        for d in unconfirmed:
+        for d in plan.unconfirmed:
             # stored, but not delivered to the SDK: a redelivery forwards it from the database
             consumer.nack(d.tag, requeue=True)
-        if unconfirmed:
-            settled = {id(d) for d in unconfirmed} | {id(d) for d, _ in outcome.rejected}
+        if plan.unconfirmed or plan.rejected:
+            settled = {id(d) for d in plan.unconfirmed} | {id(d) for d, _ in plan.rejected}
             for d in results:
                 if id(d) not in settled:
                     consumer.ack(d.tag)
         else:
             consumer.ack_through(max(d.tag for d in results))
 
-    def _store(self, results: Sequence[Any]) -> _Stored:
-        out = _Stored()
-        now = time.time()
+    def _route(self, results: Sequence[Any]) -> _Plan:
+        """Read the tasks, forward to the SDK queues, then store results and ``forwarded`` marks
+        in one commit.  Forwarding before the commit takes the commit off every result's way to
+        the SDK; the message is acked only after both, so a crash in between means a redelivery,
+        stored and forwarded again (the SDK drops the duplicate)."""
         with self.sessions() as s:
-            ids = list({d.message.task_id for d in results})
-            # FOR UPDATE (PostgreSQL): of two service processes given the same result, the
-            # second waits and then sees the task complete; locking in id order avoids deadlocks
-            tasks = {
-                t.id: t
-                for t in s.scalars(select(Task).where(Task.id.in_(ids)).order_by(Task.id).with_for_update())
-            }
-            group_ids = {t.task_group_id for t in tasks.values()}
-            queued = set(
-                s.scalars(select(TaskGroup.id).where(TaskGroup.id.in_(group_ids), TaskGroup.has_queue))
-            )
-            seen: set[str] = set()
-            for d in results:
-                m = d.message
-                task = tasks.get(m.task_id)
-                sender = _endpoint_of(d.routing_key, "results")
-                if task is None or sender != task.endpoint_id:
-                    why = "unknown task id" if task is None else f"task belongs to endpoint {task.endpoint_id}"
-                    out.rejected.append((d, f"result for {m.task_id} from {sender}: {why}"))
-                    continue
-                queue = topo.sdk_queue_prefix(task.owner_id) + task.task_group_id
-                if m.task_id in seen or task.status in TERMINAL_STATES:
-                    if m.task_id not in seen and not task.forwarded and task.task_group_id in queued:
-                        out.forwards.append((d, task.id, queue, self._packed(task), int(task.completion_t or now)))
-                    else:
-                        out.done.append(d)  # a duplicate: stored already, forwarded already
-                    seen.add(m.task_id)
-                    continue
-                seen.add(m.task_id)
-                body = d.body
-                details = m.details_dict() or {}
-                if len(m.data) > topo.MAX_PAYLOAD_SIZE:
-                    # the endpoint should have refused it; the service enforces the limit too
-                    text = (
-                        f"MaxResultSizeExceeded: the task's result of {len(m.data)} characters "
-                        f"exceeds the {topo.MAX_PAYLOAD_SIZE} character (10 MiB) limit"
-                    )
-                    details.update(error_code="MaxResultSizeExceeded", error_message=text)
-                    task.status, task.exception = "failed", text
-                    body = pack_result(task.id, text, error_code="MaxResultSizeExceeded",
-                                       error_message=text, details=m.details_dict())
-                elif m.is_error:
-                    details.update(error_code=m.error_code, error_message=m.error_message)
-                    task.status, task.exception = "failed", m.data
-                else:
-                    task.status, task.result = "success", m.data
-                task.details = details
-                task.completion_t = now
-                task.updated_at = now
-                if task.task_group_id in queued:
-                    out.forwards.append((d, task.id, queue, body, int(now)))
-                else:
-                    task.forwarded = True  # nobody streams this group; REST serves the result
-                    out.done.append(d)
-            s.commit()
+            plan = self._plan(s, results)
+            confirmed = self._forward(plan)
+            for row in plan.rows:
+                row["fwd"] = row["fwd"] or row["tid"] in confirmed
+            marks = [t for t in plan.again if t in confirmed]
+            try:
+                if plan.rows:
+                    s.execute(_STORE, plan.rows)
+                for i in range(0, len(marks), _IN_CHUNK):
+                    s.execute(update(_TASKS).where(_TASKS.c.id.in_(marks[i : i + _IN_CHUNK])).values(forwarded=True))
+                s.commit()
+                return plan
+            except DBAPIError as exc:
+                if not _is_data_error(exc):
+                    raise
+                s.rollback()
+        # one result poisons the batch: store them one by one to find it.  (It was forwarded
+        # already: the SDK has it, but the service cannot keep it; it is dead-lettered.)
+        by_task = {d.message.task_id: d for d, *_ in plan.forwards}
+        for row in plan.rows:
+            with self.sessions() as s:
+                try:
+                    s.execute(_STORE, [row])
+                    s.commit()
+                except DBAPIError as exc:
+                    if not _is_data_error(exc):
+                        raise
+                    d = by_task.get(row["tid"]) or next(r for r in results if r.message.task_id == row["tid"])
+                    plan.rejected.append((d, f"the database refused it: {exc.orig}"))
+                    plan.unconfirmed = [u for u in plan.unconfirmed if u is not d]
+        if marks:
+            with self.sessions() as s:
+                s.execute(update(_TASKS).where(_TASKS.c.id.in_(marks)).values(forwarded=True))
+                s.commit()
+        return plan
+
+    def _plan(self, s: Session, results: Sequence[Any]) -> _Plan:
+        """Decide, from the stored tasks, what each result calls for (no writes)."""
+        out = _Plan()
+        now = time.time()
+        ids = sorted({d.message.task_id for d in results})
+        # FOR UPDATE (PostgreSQL): of two service processes given the same result, the second
+        # waits and then sees the task complete; locking in id order avoids deadlocks
+        query = (
+            select(_TASKS.c.id, _TASKS.c.owner_id, _TASKS.c.task_group_id, _TASKS.c.endpoint_id,
+                   _TASKS.c.status, _TASKS.c.forwarded, _TASKS.c.completion_t, _GROUPS.c.has_queue)
+            .join(_GROUPS, _GROUPS.c.id == _TASKS.c.task_group_id)
+            .where(_TASKS.c.id.in_(ids))
+            .order_by(_TASKS.c.id)
+            .with_for_update(of=_TASKS)
+        )
+        tasks = {row.id: row for row in s.execute(query)}
+        again: list[tuple[Any, Any, str]] = []  # complete but never forwarded: from storage
+        seen: set[str] = set()
+        for d in results:
+            m = d.message
+            task = tasks.get(m.task_id)
+            sender = _endpoint_of(d.routing_key, "results")
+            if task is None or sender != task.endpoint_id:
+                why = "unknown task id" if task is None else f"task belongs to endpoint {task.endpoint_id}"
+                out.rejected.append((d, f"result for {m.task_id} from {sender}: {why}"))
+                continue
+            queue = topo.sdk_queue_prefix(task.owner_id) + task.task_group_id
+            first = m.task_id not in seen
+            seen.add(m.task_id)
+            if not first or task.status in TERMINAL_STATES:
+                if first and not task.forwarded and task.has_queue:
+                    again.append((d, task, queue))
+                # else a duplicate: stored already, forwarded already; acked with the rest
+                continue
+            body = d.body
+            details = m.details_dict() or {}
+            row = {"tid": task.id, "result": None, "exception": None, "now": now, "fwd": False}
+            if len(m.data) > topo.MAX_PAYLOAD_SIZE:
+                # the endpoint should have refused it; the service enforces the limit too
+                text = (
+                    f"MaxResultSizeExceeded: the task's result of {len(m.data)} characters "
+                    f"exceeds the {topo.MAX_PAYLOAD_SIZE} character (10 MiB) limit"
+                )
+                details.update(error_code="MaxResultSizeExceeded", error_message=text)
+                row.update(status="failed", exception=text)
+                body = pack_result(task.id, text, error_code="MaxResultSizeExceeded",
+                                   error_message=text, details=m.details_dict())
+            elif m.is_error:
+                details.update(error_code=m.error_code, error_message=m.error_message)
+                row.update(status="failed", exception=m.data)
+            else:
+                row.update(status="success", result=m.data)
+            row["details"] = details
+            if task.has_queue:
+                out.forwards.append((d, task.id, queue, body, int(now)))
+            else:
+                row["fwd"] = True  # nobody streams this group; REST serves the result
+            out.rows.append(row)
+        if again:
+            stored = {t.id: t for t in s.scalars(select(Task).where(Task.id.in_([t.id for _d, t, _q in again])))}
+            for d, task, queue in again:
+                out.again.append(task.id)
+                out.forwards.append((d, task.id, queue, self._packed(stored[task.id]),
+                                     int(task.completion_t or now)))
         return out
 
     @staticmethod
     def _packed(task: Task) -> bytes:
         """A stored result packed again, for a forward that must be repeated."""
-        code, message = _error_text(task)
+        details = task.details or {}
+        code, message = details.get("error_code"), details.get("error_message")
         if task.status == "failed":
             return pack_result(task.id, task.exception or "", error_code=code or "UNKNOWN_TASK_FAILURE",
                                error_message=message or "", details=task.details)
         return pack_result(task.id, task.result or "", details=task.details)
 
-    def _forward(self, forwards: list[tuple[Any, str, str, bytes, int]]) -> list[Any]:
-        """Send to the SDK queues; mark what the broker confirmed; return the deliveries whose
-        forward was not confirmed."""
-        if not forwards:
-            return []
-        batch = [("", queue, body, None, ts) for _d, _t, queue, body, ts in forwards]
+    def _forward(self, plan: _Plan) -> set[str]:
+        """Send the plan's forwards to the SDK queues; return the task ids the broker confirmed
+        and note the deliveries it did not in ``plan.unconfirmed``."""
+        if not plan.forwards:
+            return set()
+        batch = [("", queue, body, None, ts) for _d, _t, queue, body, ts in plan.forwards]
         try:
             outcomes = self._forwarder().publish_batch(batch)
         except (ConnectionError, TimeoutError) as exc:
             log.warning("could not forward %d results (%s); they will be forwarded on redelivery", len(batch), exc)
             outcomes = ["error"] * len(batch)
-        confirmed = [t for (_d, t, *_), o in zip(forwards, outcomes, strict=True) if o == "ack"]
-        with self.sessions() as s:
-            for i in range(0, len(confirmed), 500):
-                s.execute(update(Task).where(Task.id.in_(confirmed[i : i + 500])).values(forwarded=True))
-            s.commit()
         # an unroutable forward (its queue expired or was never made) is still "ack": the
         # default exchange drops it and the SDK can fetch the result over REST
-        return [d for (d, *_), o in zip(forwards, outcomes, strict=True) if o != "ack"]
+        plan.unconfirmed = [d for (d, *_), o in zip(plan.forwards, outcomes, strict=True) if o != "ack"]
+        return {t for (_d, t, *_), o in zip(plan.forwards, outcomes, strict=True) if o == "ack"}
 
 
 class HeartbeatListener(ConsumerLoop):
