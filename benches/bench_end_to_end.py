@@ -39,16 +39,21 @@ def _executor(stack: Any, transport: str) -> Executor:
     return ex
 
 
-def _throughput(ex: Executor, n: int) -> dict[str, Any]:
+def _throughput(ex: Executor, n: int, stack: Any = None) -> dict[str, Any]:
+    cpu0 = stack.cpu_seconds() if stack is not None else {}
     t0 = time.perf_counter()
     futures = [ex.submit(workload.noop) for _ in range(n)]
     t1 = time.perf_counter()
     done, pending = wait(futures, timeout=1800)
     elapsed = time.perf_counter() - t0
+    cpu1 = stack.cpu_seconds() if stack is not None else {}
     assert not pending, f"{len(pending)} of {n} tasks unfinished"
     failed = [f for f in done if f.exception() is not None]
     assert not failed, f"{len(failed)} tasks failed, e.g. {failed[0].exception()!r}"
-    return {"tasks": n, "seconds": elapsed, "tasks_per_s": n / elapsed, "submit_seconds": t1 - t0}
+    # where the machine's CPU went, per task: which process the stack's rate is waiting for
+    cpu = {k: (cpu1[k] - cpu0[k]) / n * 1e6 for k in cpu0}
+    return {"tasks": n, "seconds": elapsed, "tasks_per_s": n / elapsed, "submit_seconds": t1 - t0,
+            "cpu_us_per_task": cpu}
 
 
 @pytest.mark.parametrize("n", current().e2e_curve)
@@ -58,7 +63,7 @@ def bench_e2e_throughput(benchmark: Any, stacks: Any, transport: str, n: int) ->
     ex = _executor(stack, transport)
     out: dict[str, Any] = {}
     try:
-        benchmark.pedantic(lambda: out.update(_throughput(ex, n)), rounds=1, iterations=1)
+        benchmark.pedantic(lambda: out.update(_throughput(ex, n, stack)), rounds=1, iterations=1)
     finally:
         ex.shutdown(wait=False, cancel_futures=True)
     benchmark.extra_info.update(out, transport=transport, headline=n == current().e2e_tasks,

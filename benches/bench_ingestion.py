@@ -14,14 +14,13 @@ URL the service hands out.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 import uuid
 from typing import Any
 
 import pytest
-from stacks import BenchStack
+from stacks import BenchStack, cpu_seconds
 
 from volley.protocol.messages import pack_result
 from volley.sdk.future import ComputeFuture
@@ -112,28 +111,9 @@ def _drain(filled: FilledQueue, transport: str) -> dict[str, Any]:
     return {"seconds": elapsed, "results": got, "batches": batches}
 
 
-def _cpu_seconds(pid: int | None) -> float:
-    """User + system CPU of a process so far (0 when it cannot be read)."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _broker_pid(stack: BenchStack) -> int | None:
-    try:
-        return int((stack.home / "broker" / "rabbit.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def _run(benchmark: Any, stacks: Any, sizes: Any, transport: str, fn: Any) -> None:
     stack = stacks.get("native")
-    broker_pid = _broker_pid(stack)
+    broker_pid = stack.broker_pid()
     state: dict[str, Any] = {}
     rates: list[float] = []
     cpu: dict[str, list[float]] = {"broker": [], "client": []}
@@ -146,9 +126,9 @@ def _run(benchmark: Any, stacks: Any, sizes: Any, transport: str, fn: Any) -> No
         return (), {}
 
     def run() -> None:
-        b0, c0 = _cpu_seconds(broker_pid), time.process_time()
+        b0, c0 = cpu_seconds(broker_pid), time.process_time()
         out = fn(state["filled"], transport)
-        b1, c1 = _cpu_seconds(broker_pid), time.process_time()
+        b1, c1 = cpu_seconds(broker_pid), time.process_time()
         rates.append(out["results"] / out["seconds"])
         cpu.setdefault("batch", []).append(out["results"] / max(1, out["batches"]))
         # who was busy: the broker's CPU per result against ours says which side is the limit

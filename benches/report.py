@@ -359,7 +359,7 @@ def build(run: Run, crit: list[CriterionResult], png_name: str | None) -> str:
         a, b = by_thread["native"].get(key), by_thread["python"].get(key)
         if a is not None or b is not None:
             rows.append([f"CPU per task: {label}", num(a, 1, "µs"), num(b, 1, "µs"), ""])
-    rows.append(["… of which the HTTP layer (`requests`), per task", num(g("bench_submit[native]", "http_cpu_us_per_task"), 1, "µs"),
+    rows.append(["… of which the HTTP layer (`http.client`, JSON), per task", num(g("bench_submit[native]", "http_cpu_us_per_task"), 1, "µs"),
                  num(g("bench_submit[python]", "http_cpu_us_per_task"), 1, "µs"), ""])
     rows.append(["… the HTTP layer per submission request", num(g("bench_submit[native]", "http_cpu_ms_per_request"), 2, "ms"),
                  num(g("bench_submit[python]", "http_cpu_ms_per_request"), 2, "ms"), ""])
@@ -387,7 +387,19 @@ def build(run: Run, crit: list[CriterionResult], png_name: str | None) -> str:
                  "of which: the submit request alone, p50 (service stores + publishes)")
         rows.append([label, num(a, 2, "ms"), num(b, 2, "ms"),
                      f"{ratio_s(b, a)} (pika ÷ native)" if a and b else "—"])
+    e2e_cpu_n = (headline(run, "native") or {}).get("cpu_us_per_task") or {}
+    e2e_cpu_p = (headline(run, "python") or {}).get("cpu_us_per_task") or {}
+    if e2e_cpu_n or e2e_cpu_p:
+        for key, label in (("broker", "RabbitMQ"), ("service", "service"), ("endpoint", "endpoint"),
+                           ("client", "SDK (this process)")):
+            rows.append([f"CPU per task, headline run: {label}", num(e2e_cpu_n.get(key), 0, "µs"),
+                         num(e2e_cpu_p.get(key), 0, "µs"), ""])
+        tn, tp = sum(e2e_cpu_n.values()) or None, sum(e2e_cpu_p.values()) or None
+        rows.append(["CPU per task, headline run: all four", num(tn, 0, "µs"), num(tp, 0, "µs"), ""])
     out.append(table(["", "native", "pika", "native ÷ pika"], rows) + "\n")
+    if e2e_cpu_n:
+        out.append("CPU per task: each process's user + system time (`/proc/<pid>/stat`) over the "
+                   "headline run ÷ N, so what the machine's two cores paid per task.\n")
     if png_name:
         out.append(f"![throughput vs number of tasks, both transports]({png_name})\n")
     dp = run.extra("bench_default_prefetch")
@@ -548,12 +560,10 @@ def analysis(run: Run, f: dict[str, Any]) -> str:
         "the submitter and sender threads share the GIL with the caller, so while a burst is "
         "being sent, whatever they spend per task shows up in it too; on its own (no sender "
         "running) `submit()` took about 4 µs during development on this machine. "
-        + (f"The largest single cost is the HTTP layer: {num(http_us, 1, 'µs')} per task, "
-           f"{num(http_ms, 2, 'ms')} of CPU per 128-task request in `requests` (session, "
-           "urllib3, http.client, JSON). Measured during development against a trivial local "
-           "server, `requests` spends ≈ 1.1 ms of CPU per such POST where `http.client` on a "
-           "kept-alive connection spends ≈ 0.35 ms: replacing it in `volley/sdk/http.py` would "
-           "take about 5 µs per task off both figures. " if http_us is not None else "")
+        + (f"The HTTP layer costs {num(http_us, 1, 'µs')} per task, {num(http_ms, 2, 'ms')} of CPU "
+           "per 128-task request (`http.client` on kept-alive connections, JSON); with `requests` "
+           "(session, urllib3) it was ≈ 1.1 ms per such request, 8.3 µs per task, in the previous "
+           "committed run of this page. " if http_us is not None else "")
         + "What this SDK no longer spends per task (measured during development at N = 100,000 against one "
           "stack, before → after: client CPU 42 → 22 µs, caller 30 → 8 µs, memory 2.7 → 0.97 KiB per future): a "
           "`threading.Condition` per future (made on first use now), a done-callback and a set "
@@ -571,6 +581,8 @@ def analysis(run: Run, f: dict[str, Any]) -> str:
         "five bound methods) is no longer made until someone waits on that future.\n"
     ))
     e2e_n, e2e_p, up = f["e2e_n"], f["e2e_p"], f["up_rate"]
+    cpu = (headline(run, "native") or {}).get("cpu_us_per_task") or {}
+    cpu_all = sum(cpu.values()) or None
     dp = f["dp"] or {}
     prof = (run.extra("bench_e2e_profile") or {}).get("profiles") or {}
     svc = prof.get("service", {})
@@ -581,9 +593,15 @@ def analysis(run: Run, f: dict[str, Any]) -> str:
         "Each no-op task crosses the broker three times with publisher confirms (service → "
         "endpoint, endpoint → service's `results` queue, service → SDK queue), is written to "
         "SQLite twice (submit, result) and runs `execute_task` (deserialize, sandbox directory "
-        "checks, serialize) on the endpoint. The SDK is not the limit: its whole CPU per task "
-        f"(§2, {num(f['cpu_n'], 1, 'µs')}) and per result (§1) would allow tens of thousands of "
-        "tasks/s. What bounds the stack on two cores is the service and the endpoint, both Python "
+        "checks, serialize) on the endpoint. "
+        + (f"The machine is CPU-bound: per task it spent {num(cpu_all, 0, 'µs')} of CPU in all — "
+           f"RabbitMQ {num(cpu.get('broker'), 0, 'µs')}, the service {num(cpu.get('service'), 0, 'µs')}, "
+           f"the endpoint {num(cpu.get('endpoint'), 0, 'µs')}, the SDK {num(cpu.get('client'), 0, 'µs')} "
+           f"— and two cores allow at most 2 s ÷ that ≈ {num(2e6 / cpu_all)} tasks/s. "
+           f"{T_E2E_RATE:,.0f} tasks/s would need at most {num(2e6 / T_E2E_RATE, 0, 'µs')} per task "
+           f"in all, of which the broker's three persistent, confirmed hops per task alone take "
+           f"{num((cpu.get('broker') or 0) / (2e6 / T_E2E_RATE) * 100)} %. " if cpu_all else "")
+        + "What bounds the stack on two cores is the service and the endpoint, both Python "
         "processes sharing the cores with the broker"
         + (f"; in the profile the service's busiest Volley frames are {svc_top}, the endpoint's {ep_top}" if svc_top else "")
         + ". The pika stack pays a confirm round trip per message on every publish "
@@ -595,12 +613,13 @@ def analysis(run: Run, f: dict[str, Any]) -> str:
            f"{num(f['cmp_native'])} tasks/s; upstream's own costs (0.5 s result matching, serial "
            "128-task batches) show at small N and in latency. " if up else "")
         + (f"With the endpoint's default `prefetch` ({dp.get('prefetch', '')}) the stack managed "
-           f"{num(dp.get('tasks_per_s'))} tasks/s: the agent's task loop acks finished tasks only "
-           "between `next_batch(timeout=0.2)` calls, so once its small prefetch window is full of "
-           "finished-but-unacked tasks the broker sends nothing until that poll times out — "
-           "about prefetch ÷ 0.2 s tasks/s. The fix belongs in `volley/endpoint/agent.py` (wake the "
-           "task loop when a result is confirmed, or ack from the result thread); until then the "
-           "bench endpoint sets `prefetch`. " if dp else "")
+           f"{num(dp.get('tasks_per_s'))} tasks/s: a task's delivery stays unacked until its "
+           "result is confirmed by the broker (nothing is lost if the endpoint dies), so at most "
+           "`prefetch` tasks are between the broker and a confirmed result at any moment, and the "
+           "rate is about prefetch ÷ (the time from delivery to the ack: execution, the result's "
+           "publish and confirm, and the task loop's ≤ 5 ms wait before it acks). A no-op "
+           "workload needs a deep prefetch to keep the pipeline full; real tasks, which run for "
+           "longer than that, do not. " if dp else "")
     ) + "\n")
     sub = g("bench_latency[native]", "submit_p50_ms")
     sub_cpu = g("bench_latency[native]", "submit_client_cpu_ms")
@@ -609,7 +628,7 @@ def analysis(run: Run, f: dict[str, Any]) -> str:
         f"p50 {num(f['p50_p'], 2, 'ms')} / p99 {num(f['p99_p'], 2, 'ms')} pika. "
         + (f"The submit request alone (HTTP; the service stores the task and publishes it with a "
            f"confirm) takes {num(sub, 2, 'ms')} at p50, of which {num(sub_cpu, 2, 'ms')} is the "
-           "client's own CPU (building the batch, `requests`, JSON), so the rest of the round trip, "
+           "client's own CPU (building the batch, HTTP, JSON), so the rest of the round trip, "
            f"{num(None if f['p50_n'] is None else f['p50_n'] - sub, 2, 'ms')}, is the endpoint, the "
            "result's two hops through the service and the SDK's resolution. " if sub is not None else "")
         + "A round trip is one "

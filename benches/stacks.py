@@ -98,6 +98,14 @@ class BenchStack:
     def endpoint_pid(self) -> int | None:
         return _read_pid(self.home / "endpoints" / "default" / "agent.pid")
 
+    def broker_pid(self) -> int | None:
+        return _read_pid(self.home / "broker" / "rabbit.pid")
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time so far of the stack's processes and of this one (the SDK's)."""
+        return {"service": cpu_seconds(self.service_pid()), "endpoint": cpu_seconds(self.endpoint_pid()),
+                "broker": cpu_seconds(self.broker_pid()), "client": cpu_seconds(os.getpid())}
+
     def idle_endpoint(self) -> str:
         """An endpoint that is registered but never started: submitted tasks wait in its queue."""
         reg = self.client().register_endpoint(f"bench-idle-{uuid.uuid4().hex[:8]}")
@@ -116,6 +124,18 @@ class BenchStack:
 
     def down(self) -> None:
         self.stack.down()
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU of a process so far (0 when it cannot be read)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _read_pid(path: Path) -> int | None:
