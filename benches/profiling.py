@@ -3,7 +3,10 @@ page can say what holds throughput back in the same run rather than from memory.
 
 Off when py-spy is not installed or ``BENCH_PROFILE=0``.  py-spy runs with ``--nonblocking``
 (it reads the target's memory without pausing it), so it costs the profiled processes little;
-the profiled run is a separate run anyway, never the one whose rate is reported.
+the profiled run is a separate run anyway, never the one whose rate is reported.  It samples
+with ``--gil``: only the thread holding the GIL, i.e. where each process's Python CPU goes.
+Without it, a thread blocked in native code (a broker wait, an fsync, a queue) with the GIL
+released looks busy in whatever Python frame called it.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ class Profiler:
             if pid is None:
                 continue
             self.procs[name] = subprocess.Popen(
-                [self.exe, "record", "--nonblocking", "--threads", "-r", str(rate), "-f", "raw",
+                [self.exe, "record", "--nonblocking", "--gil", "--threads", "-r", str(rate), "-f", "raw",
                  "-o", str(self.dir / f"{name}.txt"), "-p", str(pid)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )

@@ -476,15 +476,16 @@ def build(run: Run, crit: list[CriterionResult], png_name: str | None) -> str:
         pe = run.extra("bench_e2e_profile") or {}
         out.append(
             f"A separate run of {int(pe.get('tasks', 0)):,} no-op tasks on the native stack, sampled "
-            "with `py-spy record --nonblocking` (busy samples only: a thread waiting on a lock or "
-            "in `select` is not counted). Shares are of the process's busy samples; *threads* says "
-            "which threads were busy.\n"
+            "with `py-spy record --gil --nonblocking`: only the thread holding the GIL is sampled, "
+            "so the shares say where each process's Python CPU goes (native threads — tokio, "
+            "lapin — and waits with the GIL released are not counted; §3's CPU per task counts "
+            "everything). *threads* says which threads held the GIL.\n"
         )
         for proc in ("service", "endpoint", "client"):
             p = prof.get(proc)
             if not p:
                 continue
-            out.append(f"**{proc}** ({p['samples']} busy samples)\n")
+            out.append(f"**{proc}** ({p['samples']} samples holding the GIL)\n")
             rows = []
             self_rows, incl_rows, thr_rows = p.get("self", [])[:8], p.get("inclusive", [])[:8], p.get("threads", [])[:5]
             for i in range(max(len(self_rows), len(incl_rows))):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Depends
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from volley.protocol import topology as topo
@@ -24,7 +24,15 @@ from volley.service.errors import (
 from volley.service.gateway import PublishFailed
 from volley.service.models import TERMINAL_STATES, Endpoint, Function, Task, TaskGroup
 from volley.service.payloads import MalformedPayload, check_frames
-from volley.service.routes.common import Caller, caller, invalid, iso, owned, task_cutoff
+from volley.service.routes.common import (
+    Caller,
+    caller,
+    invalid,
+    iso,
+    owned,
+    owned_columns,
+    task_cutoff,
+)
 from volley.service.schemas import (
     AmqpResultUrl,
     BatchStatus,
@@ -36,7 +44,7 @@ from volley.service.schemas import (
 )
 
 router = APIRouter(tags=["tasks"], responses=COMMON_RESPONSES)
-_TASKS = Task.__table__
+_TASKS = cast(Table, Task.__table__)
 _BROKER_ERRORS = (ConnectionError, TimeoutError, BrokerAdminError)
 
 
@@ -63,10 +71,11 @@ def _task_group(c: Caller, requested: uuid.UUID | None, now: float) -> TaskGroup
 def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> Submitted:
     """Queue a batch of tasks; with ``create_queue`` the task group's result queue exists
     before this answers."""
-    ep = owned(c, Endpoint, endpoint_id, "endpoint")
+    ep = owned_columns(c, Endpoint, endpoint_id, "endpoint", "allowed_functions")
     if not body.tasks or not all(body.tasks.values()):
         raise invalid("tasks: every function id needs at least one task payload")
-    functions = {str(fid): owned(c, Function, str(fid), "function", public_ok=True) for fid in body.tasks}
+    functions = {str(fid): owned_columns(c, Function, str(fid), "function", "code", public_ok=True)
+                 for fid in body.tasks}
     if ep.allowed_functions is not None:
         refused = sorted(set(functions) - set(ep.allowed_functions))
         if refused:
