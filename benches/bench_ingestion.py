@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 import pytest
-from stacks import BenchStack, cpu_seconds
+from stacks import BenchStack, cpu_seconds, wait_until_idle
 
 from volley.protocol.messages import pack_result
 from volley.sdk.future import ComputeFuture
@@ -30,8 +30,6 @@ from volley.transport import open_consumer, open_publisher
 
 TRANSPORTS = ("native", "python")
 PUBLISH_CHUNK = 5_000
-# after filling, let the broker finish writing before the clock starts
-SETTLE_S = 1.0
 
 
 class FilledQueue:
@@ -122,7 +120,9 @@ def _run(benchmark: Any, stacks: Any, sizes: Any, transport: str, fn: Any) -> No
         if "filled" in state:
             state.pop("filled").delete()
         state["filled"] = FilledQueue(stack, sizes.ingest_results)
-        time.sleep(SETTLE_S)
+        # after filling (and deleting the last round's queue) the broker goes on writing and
+        # compacting for a while; that work must not be billed to this round
+        wait_until_idle(broker_pid)
         return (), {}
 
     def run() -> None:

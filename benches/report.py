@@ -328,7 +328,20 @@ def build(run: Run, crit: list[CriterionResult], png_name: str | None) -> str:
         ing_row("broker CPU per result (futures run)", "bench_ingest_futures", "broker_cpu_us_per_result", 1, "µs"),
         ing_row("broker busy (futures run)", "bench_ingest_futures", "broker_busy", 2),
     ]
+
+    def spread(name: str) -> str:
+        rates = g(name, "rates_per_s") or []
+        return f"{num(min(rates))} – {num(max(rates))}" if rates else "—"
+
+    rows.insert(2, ["… slowest – fastest round (futures)", spread("bench_ingest_futures[native]"),
+                    spread("bench_ingest_futures[python]"), ""])
+    rows.insert(3, ["… slowest – fastest round (raw drain)", spread("bench_raw_drain[native]"),
+                    spread("bench_raw_drain[python]"), ""])
     out.append(table(["", "native", "pika", "native ÷ pika"], rows) + "\n")
+    out.append("Each round fills the queue anew and waits until the broker has gone quiet (under 5 % "
+               "of a core) before the clock starts. At this size RabbitMQ's own pace still varies "
+               "from round to round (its message store compacts the files acked messages leave "
+               "behind, at moments of its choosing), hence the median and the spread.\n")
 
     # --- 2 submission
     n_sub = int(g("bench_submit[native]", "tasks") or 0)

@@ -138,6 +138,23 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_until_idle(pid: int | None, *, busy_below: float = 0.05, window_s: float = 0.5,
+                    timeout_s: float = 60.0) -> float:
+    """Wait until process ``pid`` uses less than ``busy_below`` of a core over ``window_s``
+    (RabbitMQ keeps writing, compacting and deleting persistent messages for seconds after a
+    queue is filled or deleted, and that work would be billed to the next measurement).
+    Returns the seconds waited; gives up quietly after ``timeout_s``."""
+    t0 = time.monotonic()
+    if pid is None:
+        return 0.0
+    while time.monotonic() - t0 < timeout_s:
+        c0, w0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(window_s)
+        if (cpu_seconds(pid) - c0) / (time.monotonic() - w0) < busy_below:
+            break
+    return time.monotonic() - t0
+
+
 def _read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())

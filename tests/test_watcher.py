@@ -3,6 +3,7 @@ registered must survive the watcher that received them."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 from volley.protocol.messages import decode, pack_result
@@ -46,3 +47,28 @@ def test_results_left_by_a_stopped_watcher_reach_the_next_one() -> None:
     assert fut.result(timeout=5) == 42
     assert tg not in W._UNCLAIMED
     w.shutdown()
+
+
+def test_outstanding_futures_cost_the_gc_one_object_each() -> None:
+    """A future's condition, waiter list and callback list are made on first use: with 100,000
+    futures outstanding the collector's passes over per-future lists dominated submit()."""
+    import gc
+    from concurrent.futures import FIRST_COMPLETED, as_completed, wait
+
+    before = len(gc.get_objects())
+    futures = [ComputeFuture(f"t{i}") for i in range(5000)]
+    assert (len(gc.get_objects()) - before) / len(futures) < 1.1
+
+    # and they still behave as futures: callbacks before and after, wait, as_completed, threads
+    seen: list[object] = []
+    futures[0].add_done_callback(lambda f: seen.append(f.result()))
+    waiter = threading.Thread(target=lambda: seen.append(len(wait(futures[:3]).done)))
+    waiter.start()
+    futures[0].set_result("a")
+    futures[1].set_exception(ValueError("b"))
+    futures[2].set_result("c")
+    waiter.join(10)
+    futures[2].add_done_callback(lambda f: seen.append(f.result()))
+    assert seen == ["a", 3, "c"]
+    assert wait(futures[:3], return_when=FIRST_COMPLETED).done
+    assert {f.task_id for f in as_completed(futures[:3], timeout=5)} == {"t0", "t1", "t2"}

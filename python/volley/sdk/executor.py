@@ -392,7 +392,10 @@ class Executor(_StdExecutor):
                 self.task_count_submitted += len(ids)
             for f, tid in zip(futs, ids, strict=True):
                 f.task_id = tid
-                f._metadata.update(meta)
+                if f._metadata:
+                    f._metadata.update(meta)
+                else:
+                    f._metadata = meta  # one dict per batch: fewer objects for the GC to walk
                 to_watch.append(f)
         if to_watch:
             watcher = watcher_for(str(tg_uuid), self.client, transport=self.transport, port=self.amqp_port)
