@@ -73,11 +73,15 @@ impl TagSpace {
         }
     }
 
-    /// `basic.ack(multiple=True)` through `tag`.
+    /// `basic.ack(multiple=True)` through `tag`.  The broker refuses (and closes the channel)
+    /// a multiple-ack whose own tag is already settled, so the frame names the highest tag
+    /// `<= tag` still unsettled; everything up to `tag` counts as settled afterwards.
     pub fn plan_ack_through(&mut self, tag: u64) -> AckPlan {
         match self.amqp_tag(tag) {
-            Ok(t) if self.acks.settle_through(t) => AckPlan::Send(t),
-            Ok(_) => AckPlan::Skip,
+            Ok(t) => match self.acks.settle_through(t) {
+                Some(send) => AckPlan::Send(send),
+                None => AckPlan::Skip,
+            },
             Err(plan) => plan,
         }
     }
@@ -100,15 +104,21 @@ pub struct AckTracker {
 }
 
 impl AckTracker {
-    /// Returns whether a multiple-ack through `tag` settles anything new.
-    pub fn settle_through(&mut self, tag: u64) -> bool {
+    /// Settle everything through `tag`; returns the tag a multiple-ack must name to do that
+    /// on the broker (the highest one not settled before), or None if nothing was unsettled.
+    pub fn settle_through(&mut self, tag: u64) -> Option<u64> {
         if tag <= self.through {
-            return false;
+            return None;
         }
+        let mut send = tag;
+        while send > self.through && self.singles.contains(&send) {
+            send -= 1;
+        }
+        let unsettled = send > self.through;
         self.through = tag;
         self.singles = self.singles.split_off(&(tag + 1));
         self.compact();
-        true
+        unsettled.then_some(send)
     }
 
     /// Returns whether `tag` was still unsettled.
@@ -181,12 +191,26 @@ mod tests {
     fn tracker_singles_above_the_watermark_survive() {
         let mut t = AckTracker::default();
         assert!(t.settle_one(9));
-        assert!(t.settle_through(4));
+        assert_eq!(t.settle_through(4), Some(4));
         assert!(t.is_settled(9));
         assert!(!t.is_settled(5));
-        assert!(t.settle_through(8));
+        assert_eq!(t.settle_through(8), Some(8));
         assert!(t.is_settled(9));
         assert!(!t.settle_one(9));
-        assert!(!t.settle_through(9));
+        assert_eq!(t.settle_through(9), None);
+    }
+
+    #[test]
+    fn multiple_ack_never_names_a_tag_already_settled() {
+        // the broker closes the channel on basic.ack(multiple) of a tag it no longer holds
+        let mut t = AckTracker::default();
+        assert!(t.settle_one(5));
+        assert!(t.settle_one(4));
+        assert_eq!(t.settle_through(5), Some(3));
+        assert!(t.is_settled(1) && t.is_settled(5));
+        // everything in between already settled one by one: nothing to send
+        let mut u = AckTracker::default();
+        assert!(u.settle_one(1) && u.settle_one(3) && u.settle_one(2));
+        assert_eq!(u.settle_through(3), None);
     }
 }
