@@ -330,7 +330,7 @@ def build(run: Run, crit: list[CriterionResult], png_name: str | None) -> str:
     ]
 
     def spread(name: str) -> str:
-        rates = g(name, "rates_per_s") or []
+        rates = (run.extra(name) or {}).get("rates_per_s") or []
         return f"{num(min(rates))} – {num(max(rates))}" if rates else "—"
 
     rows.insert(2, ["… slowest – fastest round (futures)", spread("bench_ingest_futures[native]"),
@@ -538,6 +538,16 @@ def analysis(run: Run, f: dict[str, Any]) -> str:
         "(tokio threads decoding off the GIL plus the Python thread resolving); with pika the "
         f"client needed {num(c_cpu_p, 1, 'µs')} per result (the broker was busy {num(busy_p, 2)}). "
     )
+    if busy_n is not None and busy_p is not None and busy_n > 0.8 and busy_p > 0.8:
+        text += (
+            f"Both runs were broker-bound (busy {num(busy_n, 2)} and {num(busy_p, 2)}): at this "
+            "queue size RabbitMQ delivered at the same pace to either consumer, so the rates "
+            "measure the broker, and the consumers differ only in what they spent per result — "
+            f"{num(c_cpu_n, 1, 'µs')} native against {num(c_cpu_p, 1, 'µs')} pika "
+            f"({ratio_s(c_cpu_n, c_cpu_p)}). (In the quick runs made while this was built, 20,000 "
+            "results in the queue, the broker spent about half as much per delivery and native "
+            "resolved 1.4–2.9× pika's rate.) "
+        )
     if busy_n is not None and busy_n > 0.8 and (r is None or r < T_INGEST_RATIO):
         text += (
             "The native consumer is limited by the broker, not by Volley: one broker core delivers "
@@ -573,7 +583,11 @@ def analysis(run: Run, f: dict[str, Any]) -> str:
         f"{num(f['cpu_n'], 1, 'µs')} of CPU per task in all. The caller's figure is wall time: "
         "the submitter and sender threads share the GIL with the caller, so while a burst is "
         "being sent, whatever they spend per task shows up in it too; on its own (no sender "
-        "running) `submit()` took about 4 µs during development on this machine. "
+        "running) `submit()` took about 4 µs during development on this machine. With 100,000 "
+        "futures outstanding, Python's cyclic GC also walks the growing heap: the same loop took "
+        "3.0–3.5 µs per call with the GC disabled and 6–12 µs with it on, measured during this "
+        "work; an outstanding future is now one object the GC tracks (it was four: the waiter "
+        "and callback lists are made on first use, a batch's futures share one metadata dict). "
         + (f"The HTTP layer costs {num(http_us, 1, 'µs')} per task, {num(http_ms, 2, 'ms')} of CPU "
            "per 128-task request (`http.client` on kept-alive connections, JSON); with `requests` "
            "(session, urllib3) it was ≈ 1.1 ms per such request, 8.3 µs per task, in the previous "
@@ -586,13 +600,11 @@ def analysis(run: Run, f: dict[str, Any]) -> str:
           "re-parsing the function's UUID per task.\n"
     ))
     out.append("**Memory.** " + (
-        f"{num(f['mem_n'], 0, 'B')} per outstanding future, RSS. The objects themselves took about "
-        "560 B when measured with tracemalloc while this benchmark was written (the future and "
-        "its `__dict__`, two small lists, the upstream "
-        "`_metadata` dict with its four keys, the task id string, a slot in the watcher's "
-        "table); the rest is allocator slack left by the short-lived "
-        "objects of submission. `Future.__init__`'s condition (≈ 1.2 KiB: an RLock, a deque, "
-        "five bound methods) is no longer made until someone waits on that future.\n"
+        f"{num(f['mem_n'], 0, 'B')} per outstanding future, RSS: the future and its attributes, "
+        "the task id string and a slot in the watcher's table, plus the allocator slack left by "
+        "the short-lived objects of submission. What a `concurrent.futures.Future` makes in "
+        "`__init__` — a condition (≈ 1.2 KiB: an RLock, a deque, five bound methods) and two "
+        "lists — is made on first use, and a batch's futures share one `_metadata` dict.\n"
     ))
     e2e_n, e2e_p, up = f["e2e_n"], f["e2e_p"], f["up_rate"]
     cpu = (headline(run, "native") or {}).get("cpu_us_per_task") or {}
@@ -646,14 +658,16 @@ def analysis(run: Run, f: dict[str, Any]) -> str:
            f"{num(None if f['p50_n'] is None else f['p50_n'] - sub, 2, 'ms')}, is the endpoint, the "
            "result's two hops through the service and the SDK's resolution. " if sub is not None else "")
         + "A round trip is one "
-        "HTTP request, three broker hops with confirms of persistent messages (each waits for the "
-        "broker's disk sync), two SQLite commits and the endpoint's execution; on a loaded "
-        "2-core machine each process also waits for a core. "
-        + (f"The {T_P50_MS:.0f} ms p50 target is out of reach here: the submit request alone "
-           f"uses {num(None if sub is None else sub / T_P50_MS * 100)} % of it, and beyond the "
-           f"client's {num(sub_cpu, 2, 'ms')} of CPU that time is the service's (a SQLite commit "
-           "and a persistent publish confirmed by the broker). "
-           if f["p50_n"] is not None and f["p50_n"] > T_P50_MS and sub is not None else "")
+        "HTTP request, three broker hops of persistent messages with publisher confirms, two "
+        "SQLite commits (synchronous=FULL) and the endpoint's execution, across four processes "
+        "that hand each message from thread to thread; every hand-over is a wake-up, which on "
+        "a busy 2-core machine costs tens to hundreds of µs. "
+        + (f"The {T_P50_MS:.0f} ms p50 target is missed by {num(f['p50_n'] - T_P50_MS, 2, 'ms')}. "
+           "Taken off the path during this work (each measured): the SDK's `requests` (≈ 0.5 ms "
+           "of client CPU per request), two thread-pool hand-overs per request in the service's "
+           "auth dependency, a queue declare per submission, and a second commit plus the "
+           "store-before-forward order in the result router. "
+           if f["p50_n"] is not None and f["p50_n"] > T_P50_MS else "")
     ) + "\n")
     return "\n".join(out)
 
