@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export VOLLEY_HOME ?= $(HOME)/.volley
 QUICK ?=
 
-.PHONY: setup demo test test-rust test-python lint bench clean down
+.PHONY: setup demo test test-lint test-rust test-python lint bench clean down
 
 setup:
 	bash scripts/setup.sh
@@ -13,7 +13,7 @@ setup:
 demo: setup
 	$(VENV)/bin/volley demo
 
-test: setup test-rust test-python
+test: setup test-lint test-rust test-python
 
 test-rust:
 	cargo test --quiet
@@ -21,10 +21,13 @@ test-rust:
 test-python:
 	$(PY) -m pytest -q -ra
 
-lint: setup
+lint: setup test-lint
+
+# style and types are part of `make test`, so CI fails on them too
+test-lint:
 	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
-	$(VENV)/bin/ruff check python tests
+	cargo clippy --all-targets --quiet -- -D warnings
+	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/mypy python/volley
 
 # setup installs the bench extra (pytest-benchmark, matplotlib) on the way to the benchmarks
