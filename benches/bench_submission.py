@@ -4,14 +4,12 @@ not running.  The transport is the SDK's: it carries the result stream of the ta
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from stacks import run_probe
 
 PROBE = Path(__file__).resolve().parent / "probe_submit.py"
 
@@ -25,14 +23,8 @@ def bench_submit(benchmark: Any, stacks: Any, sizes: Any, transport: str) -> Non
     out: dict[str, Any] = {}
 
     def run() -> None:
-        proc = subprocess.run(
-            [sys.executable, str(PROBE), "--transport", transport, "--n", str(sizes.submit_tasks),
-             "--endpoint", endpoint],
-            env=env, capture_output=True, text=True, timeout=1800,
-        )
-        if proc.returncode != 0 or not proc.stdout.strip():
-            raise RuntimeError(f"probe failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
-        out.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+        out.update(run_probe(PROBE, "--transport", transport, "--n", str(sizes.submit_tasks),
+                             "--endpoint", endpoint, env=env, timeout=1800, what="probe"))
 
     try:
         benchmark.pedantic(run, rounds=1, iterations=1)

@@ -14,15 +14,13 @@ bench/test environment; Volley's runtime never imports them.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from stacks import run_probe
 
 from volley.protocol.messages import pack_result
 
@@ -96,14 +94,9 @@ def bench_upstream_executor(benchmark: Any, stacks: Any, sizes: Any) -> None:
     out: dict[str, Any] = {}
 
     def run() -> None:
-        proc = subprocess.run(
-            [sys.executable, str(HERE / "upstream_executor.py"), "--n", str(sizes.upstream_e2e_tasks),
-             "--endpoint", stack.endpoint_id],
-            env=env, capture_output=True, text=True, timeout=3600,
-        )
-        if proc.returncode != 0 or not proc.stdout.strip():
-            raise RuntimeError(f"upstream Executor failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
-        out.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+        out.update(run_probe(HERE / "upstream_executor.py", "--n", str(sizes.upstream_e2e_tasks),
+                             "--endpoint", stack.endpoint_id, env=env, timeout=3600,
+                             what="upstream Executor"))
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info.update(out, against="volley service, native stack")
@@ -119,14 +112,8 @@ def bench_upstream_submit(benchmark: Any, stacks: Any, sizes: Any) -> None:
     out: dict[str, Any] = {}
 
     def run() -> None:
-        proc = subprocess.run(
-            [sys.executable, str(HERE / "upstream_executor.py"), "--submit-only",
-             "--n", str(sizes.submit_tasks), "--endpoint", endpoint],
-            env=env, capture_output=True, text=True, timeout=3600,
-        )
-        if proc.returncode != 0 or not proc.stdout.strip():
-            raise RuntimeError(f"upstream Executor failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
-        out.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+        out.update(run_probe(HERE / "upstream_executor.py", "--submit-only", "--n", str(sizes.submit_tasks),
+                             "--endpoint", endpoint, env=env, timeout=3600, what="upstream Executor"))
 
     try:
         benchmark.pedantic(run, rounds=1, iterations=1)

@@ -13,6 +13,8 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -124,6 +126,15 @@ class BenchStack:
 
     def down(self) -> None:
         self.stack.down()
+
+
+def run_probe(script: Path, *args: str, env: dict[str, str], timeout: float, what: str) -> dict[str, Any]:
+    """Run a benchmark script in a fresh interpreter; return the JSON object on its last line."""
+    proc = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def cpu_seconds(pid: int | None) -> float:
