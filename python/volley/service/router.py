@@ -202,7 +202,7 @@ class ResultRouter(ConsumerLoop):
                 s.rollback()
         # one result poisons the batch: store them one by one to find it.  (It was forwarded
         # already: the SDK has it, but the service cannot keep it; it is dead-lettered.)
-        by_task = {d.message.task_id: d for d, *_ in plan.forwards}
+        first = {d.message.task_id: d for d in reversed(results)}  # the delivery each row is from
         for row in plan.rows:
             with self.sessions() as s:
                 try:
@@ -211,7 +211,7 @@ class ResultRouter(ConsumerLoop):
                 except DBAPIError as exc:
                     if not _is_data_error(exc):
                         raise
-                    d = by_task.get(row["tid"]) or next(r for r in results if r.message.task_id == row["tid"])
+                    d = first[row["tid"]]
                     plan.rejected.append((d, f"the database refused it: {exc.orig}"))
                     plan.unconfirmed = [u for u in plan.unconfirmed if u is not d]
         if marks:
