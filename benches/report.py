@@ -665,8 +665,7 @@ def analysis(run: Run, f: dict[str, Any]) -> str:
         + (f"The {T_P50_MS:.0f} ms p50 target is missed by {num(f['p50_n'] - T_P50_MS, 2, 'ms')}. "
            "Taken off the path during this work (each measured): the SDK's `requests` (≈ 0.5 ms "
            "of client CPU per request), two thread-pool hand-overs per request in the service's "
-           "auth dependency, a queue declare per submission, and a second commit plus the "
-           "store-before-forward order in the result router. "
+           "auth dependency, a queue declare per submission, and the result router's ORM work. "
            if f["p50_n"] is not None and f["p50_n"] > T_P50_MS else "")
     ) + "\n")
     return "\n".join(out)

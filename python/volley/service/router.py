@@ -6,9 +6,6 @@ a result for a task that is already complete changes nothing (it is only forward
 first forward was never confirmed, and then from what is stored).  Anything that is not a valid
 ``Result`` for a known task of the publishing endpoint is dead-lettered with a log line, never
 requeued; so is a result the database refuses to store.
-
-The ``forwarded`` mark of a confirmed forward is written with the next batch's transaction (or
-when the queue goes idle), so a batch costs one commit, not two.
 """
 
 from __future__ import annotations
@@ -114,7 +111,6 @@ class _Plan:
 
     rows: list[dict[str, Any]] = field(default_factory=list)  # parameters of _STORE
     forwards: list[tuple[Any, str, str, bytes, int]] = field(default_factory=list)  # delivery, task, queue, body, ts
-    again: list[str] = field(default_factory=list)  # stored earlier, forwarded now: mark only
     rejected: list[tuple[Any, str]] = field(default_factory=list)
     unconfirmed: list[Any] = field(default_factory=list)
 
@@ -179,44 +175,42 @@ class ResultRouter(ConsumerLoop):
             consumer.ack_through(max(d.tag for d in results))
 
     def _route(self, results: Sequence[Any]) -> _Plan:
-        """Read the tasks, forward to the SDK queues, then store results and ``forwarded`` marks
-        in one commit.  Forwarding before the commit takes the commit off every result's way to
-        the SDK; the message is acked only after both, so a crash in between means a redelivery,
-        stored and forwarded again (the SDK drops the duplicate)."""
+        """Store the batch's results in one commit, then forward them to the SDK queues, then
+        mark what the broker confirmed as ``forwarded``.  Storing first means a result the SDK
+        holds is always one the REST API serves too (a client may ask for it at once)."""
         with self.sessions() as s:
             plan = self._plan(s, results)
-            confirmed = self._forward(plan)
-            for row in plan.rows:
-                row["fwd"] = row["fwd"] or row["tid"] in confirmed
-            marks = [t for t in plan.again if t in confirmed]
             try:
                 if plan.rows:
                     s.execute(_STORE, plan.rows)
-                for i in range(0, len(marks), _IN_CHUNK):
-                    s.execute(update(_TASKS).where(_TASKS.c.id.in_(marks[i : i + _IN_CHUNK])).values(forwarded=True))
                 s.commit()
-                return plan
+                stored_all = True
             except DBAPIError as exc:
                 if not _is_data_error(exc):
                     raise
                 s.rollback()
-        # one result poisons the batch: store them one by one to find it.  (It was forwarded
-        # already: the SDK has it, but the service cannot keep it; it is dead-lettered.)
-        first = {d.message.task_id: d for d in reversed(results)}  # the delivery each row is from
-        for row in plan.rows:
+                stored_all = False
+        if not stored_all:
+            # one result poisons the batch: store them one by one to find it; a refused one is
+            # dead-lettered and not forwarded
+            first = {d.message.task_id: d for d in reversed(results)}  # the delivery of each row
+            for row in plan.rows:
+                with self.sessions() as s:
+                    try:
+                        s.execute(_STORE, [row])
+                        s.commit()
+                    except DBAPIError as exc:
+                        if not _is_data_error(exc):
+                            raise
+                        d = first[row["tid"]]
+                        plan.rejected.append((d, f"the database refused it: {exc.orig}"))
+                        plan.forwards = [f for f in plan.forwards if f[0] is not d]
+        confirmed = sorted(self._forward(plan))
+        if confirmed:
             with self.sessions() as s:
-                try:
-                    s.execute(_STORE, [row])
-                    s.commit()
-                except DBAPIError as exc:
-                    if not _is_data_error(exc):
-                        raise
-                    d = first[row["tid"]]
-                    plan.rejected.append((d, f"the database refused it: {exc.orig}"))
-                    plan.unconfirmed = [u for u in plan.unconfirmed if u is not d]
-        if marks:
-            with self.sessions() as s:
-                s.execute(update(_TASKS).where(_TASKS.c.id.in_(marks)).values(forwarded=True))
+                for i in range(0, len(confirmed), _IN_CHUNK):
+                    s.execute(update(_TASKS).where(_TASKS.c.id.in_(confirmed[i : i + _IN_CHUNK]))
+                              .values(forwarded=True))
                 s.commit()
         return plan
 
@@ -281,7 +275,6 @@ class ResultRouter(ConsumerLoop):
         if again:
             stored = {t.id: t for t in s.scalars(select(Task).where(Task.id.in_([t.id for _d, t, _q in again])))}
             for d, task, queue in again:
-                out.again.append(task.id)
                 out.forwards.append((d, task.id, queue, self._packed(stored[task.id]),
                                      int(task.completion_t or now)))
         return out
