@@ -37,7 +37,9 @@ class AmqpConnectionError(CoreError, ConnectionError):
 
 class ChannelClosed(AmqpConnectionError):
     """The broker closed the channel (e.g. 404 NOT_FOUND, 403 ACCESS_REFUSED); the message
-    includes the broker's reply text."""
+    includes the broker's reply text and ``code`` the AMQP reply code."""
+
+    code: int
 
 class CodecError(CoreError, ValueError):
     """A body that is not a valid messagepack v1 message, or invalid input to a packer; the text
@@ -125,10 +127,12 @@ class Delivery:
 class Consumer:
     """Consume one queue with manual acks.
 
-    Connects (GIL released), sets ``basic_qos(prefetch)`` and subscribes. When the connection
-    is lost it reconnects with exponential back-off (0.1 s doubling, at most 5 s,
-    ``reconnect_attempts`` tries) and subscribes again; deliveries not acked on the old
-    connection are redelivered by the broker. Raises AmqpConnectionError / ChannelClosed.
+    Connects (GIL released), sets ``basic_qos(prefetch)`` and subscribes. By default a lost
+    connection is reported at once (the next ``next_batch`` raises) and the caller's one
+    reconnect policy (``volley.transport.reconnect``) opens a new Consumer. With
+    ``reconnect_attempts`` > 0 it reconnects itself first, with exponential back-off (0.1 s
+    doubling, at most 5 s) and subscribes again; deliveries not acked on the old connection are
+    redelivered by the broker. Raises AmqpConnectionError / ChannelClosed.
     """
 
     def __new__(
@@ -141,7 +145,7 @@ class Consumer:
         prefetch: int = 1000,
         exclusive: bool = False,
         decode: bool = True,
-        reconnect_attempts: int = 5,
+        reconnect_attempts: int = 0,
     ) -> Consumer: ...
     def next_batch(self, max_messages: int = 1024, timeout: float | None = None) -> list[Delivery]:
         """Block (GIL released, Ctrl-C honoured) until at least one delivery is available, then

@@ -106,7 +106,7 @@ pub struct PyConsumer {
 impl PyConsumer {
     #[new]
     #[pyo3(signature = (url, queue, *, ca_file=None, port=None, prefetch=1000, exclusive=false,
-                        decode=true, reconnect_attempts=5))]
+                        decode=true, reconnect_attempts=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,

@@ -116,7 +116,15 @@ impl From<CoreError> for PyErr {
                 CoreError::Connection(_) | CoreError::LoginRefused(_) => {
                     raise(py, &AMQP_CONNECTION_ERROR, msg)
                 }
-                CoreError::ChannelClosed { .. } => raise(py, &CHANNEL_CLOSED, msg),
+                CoreError::ChannelClosed { code, .. } => {
+                    // the AMQP reply code travels as data (404, 403, 406, ...): callers decide
+                    // on it, never on the message text
+                    let err = raise(py, &CHANNEL_CLOSED, msg);
+                    if let Err(e) = err.value(py).setattr("code", code) {
+                        return e;
+                    }
+                    err
+                }
                 CoreError::Fork => raise(py, &FORK_ERROR, msg),
                 CoreError::PublishTimeout(_) => raise(py, &PUBLISH_TIMEOUT, msg),
                 CoreError::InvalidArgument(_) => PyValueError::new_err(msg),

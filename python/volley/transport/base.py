@@ -21,7 +21,25 @@ class TransportError(ConnectionError):
 
 
 class ChannelClosedError(TransportError):
-    """The broker closed the channel (missing queue, refused access, ...)."""
+    """The broker closed the channel (missing queue, refused access, ...); ``code`` is the
+    AMQP reply code, as on the native ``ChannelClosed``."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# AMQP reply codes callers act on
+NOT_FOUND = 404
+ACCESS_REFUSED = 403
+RESOURCE_LOCKED = 405
+PRECONDITION_FAILED = 406
+
+
+def channel_code(exc: BaseException) -> int | None:
+    """The AMQP reply code of a channel closed by the broker (either transport), else None."""
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, int) and isinstance(exc, ConnectionError) else None
 
 
 class PublishTimeoutError(TimeoutError):

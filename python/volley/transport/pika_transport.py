@@ -48,7 +48,8 @@ def connection_parameters(
 
 def _wrap(exc: BaseException, what: str) -> TransportError:
     if isinstance(exc, pex.ChannelClosedByBroker):
-        return ChannelClosedError(f"{what}: broker closed the channel: {exc.reply_code} {exc.reply_text}")
+        return ChannelClosedError(f"{what}: broker closed the channel: {exc.reply_code} {exc.reply_text}",
+                                  exc.reply_code)
     if isinstance(exc, pex.ProbableAuthenticationError | pex.ProbableAccessDeniedError):
         return TransportError(f"{what}: the broker refused the credentials ({exc!r}); check the URL's user and password")
     return TransportError(f"{what}: {exc!r}; is the broker running and reachable?")
@@ -69,7 +70,7 @@ class PikaConsumer:
         prefetch: int = 1000,
         exclusive: bool = False,
         decode: bool = True,
-        reconnect_attempts: int = 5,
+        reconnect_attempts: int = 0,
     ) -> None:
         self._params = connection_parameters(url, ca_file=ca_file, port=port)
         self._queue = queue
@@ -128,10 +129,10 @@ class PikaConsumer:
             )
         )
 
-    def _reconnect(self) -> None:
+    def _reconnect(self, cause: BaseException) -> None:
         self._buffer.clear()  # unacked deliveries of the lost connection come back redelivered
         self._drop_connection()
-        last: BaseException | None = None
+        last: BaseException = cause
         for attempt in range(self._reconnect_attempts):
             if self._closing:
                 return
@@ -141,7 +142,7 @@ class PikaConsumer:
                 return
             except (*_CONNECTION_ERRORS, pex.AMQPChannelError) as exc:
                 last = exc
-        raise _wrap(last or RuntimeError("closed"), f"lost the connection consuming {self._queue!r}")
+        raise _wrap(last, f"lost the connection consuming {self._queue!r}") from last
 
     def _drop_connection(self) -> None:
         conn, self._conn, self._channel = self._conn, None, None
@@ -161,8 +162,8 @@ class PikaConsumer:
                 try:
                     assert self._conn is not None
                     self._conn.process_data_events(time_limit=remaining)
-                except (*_CONNECTION_ERRORS, pex.AMQPChannelError, AssertionError):
-                    self._reconnect()
+                except (*_CONNECTION_ERRORS, pex.AMQPChannelError, AssertionError) as exc:
+                    self._reconnect(exc)
             if self._closing:
                 self._finish_close()
                 return []
@@ -228,7 +229,7 @@ class PikaPublisher:
         ca_file: str | None = None,
         port: int | None = None,
         confirms: bool = True,
-        reconnect_attempts: int = 5,
+        reconnect_attempts: int = 1,
     ) -> None:
         # no AMQP heartbeats: a blocking publisher only runs its I/O loop while publishing, and an
         # idle one would otherwise be dropped by the broker; a dead socket is found on next use
@@ -252,7 +253,11 @@ class PikaPublisher:
         self._conn, self._channel = conn, channel
 
     def _with_channel(self, what: str, op: Any) -> Any:
-        """Run ``op(channel)``, reconnecting on a lost connection or a closed channel."""
+        """Run ``op(channel)``, reconnecting on a lost connection or a closed channel.
+
+        By default once and at once, like the native publisher: a connection that died while
+        idle (a broker restart) is replaced on next use; a broker that is still down is
+        reported to the caller, whose one reconnect policy decides when to try again."""
         with self._lock:
             if self._closed:
                 raise TransportError(f"{what}: publisher is closed")
@@ -260,8 +265,8 @@ class PikaPublisher:
             for attempt in range(self._reconnect_attempts + 1):
                 try:
                     if self._channel is None or not self._channel.is_open:
-                        if attempt:
-                            time.sleep(_backoff(attempt - 1))
+                        if attempt > 1:
+                            time.sleep(_backoff(attempt - 2))
                         self._reset()
                         self._connect()
                     return op(self._channel)
