@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -26,6 +26,7 @@ from volley.protocol.messages import pack_result
 from volley.service.gateway import BrokerGateway
 from volley.service.models import TERMINAL_STATES, Endpoint, Task, TaskGroup
 from volley.transport import Consumer, Publisher, open_consumer
+from volley.transport.reconnect import ConsumeLoop, ReconnectPolicy
 
 log = logging.getLogger(__name__)
 
@@ -49,56 +50,50 @@ def dead_letter(consumer: Consumer, delivery: Any, why: str) -> None:
 
 
 class ConsumerLoop(threading.Thread):
-    """Consume one queue in batches, reconnecting with back-off until stopped."""
+    """A service thread consuming one queue through the one consume-and-reconnect loop.
+
+    Broker and database trouble alike close the consumer (its unacked messages go back to the
+    queue) and are waited out with the shared back-off, for as long as the service runs.
+    ``on_reconnect`` runs after each reconnection that follows a loss: the broker may have come
+    back without its state, and the service re-creates what it provisioned."""
 
     queue: str = ""
 
-    def __init__(self, gateway: BrokerGateway, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, gateway: BrokerGateway, sessions: sessionmaker[Session], *,
+                 on_reconnect: Callable[[], None] | None = None,
+                 policy: ReconnectPolicy | None = None) -> None:
         super().__init__(name=f"volley-{self.queue}", daemon=True)
         self.gateway = gateway
         self.sessions = sessions
-        self._stop_event = threading.Event()
-        self._consumer: Consumer | None = None
-        self.ready = threading.Event()
+        self._on_reconnect = on_reconnect
+        self.loop = ConsumeLoop(
+            f"service consumer of {self.queue!r}",
+            self._open,
+            self.handle,
+            policy=policy or ReconnectPolicy.default(),
+            max_batch=1000,
+            timeout=1.0,
+            on_connected=self._connected,
+            # a database that is down (or any bug in handling) must not kill the thread:
+            # the batch goes back to the queue and is handled after the back-off
+            retry_on=(Exception,),
+            logger=log,
+        )
+        self.ready = self.loop.connected
+
+    def _open(self) -> Consumer:
+        return open_consumer(self.gateway.url, self.queue, transport=self.gateway.transport,
+                             ca_file=self.gateway.ca_file, prefetch=2000)
+
+    def _connected(self, _consumer: Consumer, reconnected: bool) -> None:
+        if reconnected and self._on_reconnect is not None:
+            self._on_reconnect()
 
     def stop(self) -> None:
-        self._stop_event.set()
-        if self._consumer is not None:
-            self._consumer.close()
+        self.loop.stop()
 
     def run(self) -> None:
-        failures = 0
-        while not self._stop_event.is_set():
-            if failures:
-                # broker or database trouble: do not spin; unacked messages wait in the queue
-                self._stop_event.wait(min(10.0, 0.2 * 2 ** min(failures, 6)))
-                if self._stop_event.is_set():
-                    return
-            try:
-                self._consumer = open_consumer(
-                    self.gateway.url, self.queue, transport=self.gateway.transport,
-                    ca_file=self.gateway.ca_file, prefetch=2000,
-                )
-            except ConnectionError as exc:
-                failures += 1
-                log.warning("cannot consume %r (%s); retrying", self.queue, exc)
-                continue
-            self.ready.set()
-            try:
-                while not self._stop_event.is_set():
-                    batch = self._consumer.next_batch(1000, timeout=1.0)
-                    if batch:
-                        self.handle(self._consumer, batch)
-                        failures = 0
-            except ConnectionError as exc:
-                failures += 1
-                if not self._stop_event.is_set():
-                    log.warning("lost the %r consumer (%s); reconnecting", self.queue, exc)
-            except Exception:
-                failures += 1
-                log.exception("error handling %r; reconnecting (its unacked messages return)", self.queue)
-            finally:
-                self._consumer.close()
+        self.loop.run()
 
     def handle(self, consumer: Consumer, batch: Sequence[Any]) -> None:
         raise NotImplementedError
