@@ -43,7 +43,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.requests.append((self.command, self.path, dict(self.headers), body))
-        status, out, close = self.server.replies(self.command, self.path, body)
+        reply = self.server.replies(self.command, self.path, body)
+        if reply is None:  # hang up without answering: the request may or may not have acted
+            self.close_connection = True
+            return
+        status, out, close = reply
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
@@ -96,17 +100,61 @@ def test_json_both_ways_and_one_kept_alive_connection(serve: Callable[..., _Serv
 
 def test_connection_the_server_dropped_is_replaced(serve: Callable[..., _Server]) -> None:
     srv = serve(_ok(close=True))  # closes every connection after one answer
-    api = ApiSession(_url(srv), retries=0)  # no retries: the reconnect must not count as one
+    api = ApiSession(_url(srv), retry_for=0)  # no retries: the reconnect must not count as one
     for _ in range(3):
         assert api.post("/v3/submit", json={}) == {"ok": True}
     assert srv.connections == 3
     assert len(srv.requests) == 3  # each request was sent exactly once
 
 
+def test_a_post_whose_answer_was_lost_is_not_sent_again(serve: Callable[..., _Server]) -> None:
+    srv = serve(lambda *_: None)
+    with pytest.raises(ConnectionError, match="not sent again"):
+        ApiSession(_url(srv)).post("/v3/functions", json={"f": 1})
+    assert len(srv.requests) == 1
+
+
+def test_an_idempotent_post_whose_answer_was_lost_is_sent_again(serve: Callable[..., _Server]) -> None:
+    answers = iter([None, (200, b'{"ok": 2}', False)])
+    srv = serve(lambda *_: next(answers))
+    assert ApiSession(_url(srv)).post("/v3/endpoints/e/submit", json={"request_id": "r"}, idempotent=True) == {"ok": 2}
+    assert [r[3] for r in srv.requests] == [b'{"request_id":"r"}'] * 2  # the same body, twice
+
+
+@pytest.mark.parametrize(("status", "method", "sent"), [
+    (503, "POST", 2),  # "did nothing, try later": safe for any request
+    (502, "POST", 1),  # a proxy's answer: the service may have acted; a plain POST is not resent
+    (502, "GET", 2),
+    (500, "GET", 1),  # a bug does not heal with time: answered at once
+])
+def test_which_answers_are_waited_out(serve: Callable[..., _Server], status: int, method: str, sent: int) -> None:
+    answers = iter([(status, b'{"code": "X", "message": "m"}', False), (200, b'{"ok": 1}', False)])
+    srv = serve(lambda *_: next(answers))
+    api = ApiSession(_url(srv))
+    if sent == 2:
+        assert api.request(method, "/v2/x") == {"ok": 1}
+    else:
+        with pytest.raises(ComputeAPIError) as info:
+            api.request(method, "/v2/x")
+        assert info.value.http_status == status
+    assert len(srv.requests) == sent
+
+
+def test_a_service_that_stays_down_is_given_up_on_with_the_setting_named() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConnectionError, match="VOLLEY_SERVICE_RETRY_FOR") as info:
+        ApiSession(f"http://127.0.0.1:{port}", retry_for=0.5).post("/v3/functions", json={})
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
+
+
 def test_busy_service_is_retried(serve: Callable[..., _Server]) -> None:
     answers = iter([(503, b'{"code": "BUSY", "message": "later"}', False), (200, b'{"ok": 1}', False)])
     srv = serve(lambda *_: next(answers))
-    assert ApiSession(_url(srv), retries=2).get("/v2/version") == {"ok": 1}
+    assert ApiSession(_url(srv), retry_for=30).get("/v2/version") == {"ok": 1}
     assert len(srv.requests) == 2
 
 
@@ -142,7 +190,7 @@ def test_tls_verified_against_the_given_ca(serve: Callable[..., _Server], tmp_pa
     assert ApiSession(_url(srv, "https"), verify=str(files["ca"])).get("/v2/version") == {"tls": True}
     # the default trust (certifi) does not know our CA: a clear error naming the fix
     with pytest.raises(ConnectionError, match=r"does not verify .*ca_file=") as info:
-        ApiSession(_url(srv, "https"), retries=0).get("/v2/version")
+        ApiSession(_url(srv, "https"), retry_for=0).get("/v2/version")
     assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
 
 
@@ -153,6 +201,6 @@ def test_a_configured_proxy_is_used(serve: Callable[..., _Server], monkeypatch: 
     monkeypatch.setenv("http_proxy", _url(proxy))
     monkeypatch.setenv("HTTP_PROXY", _url(proxy))
     # the service's host does not even resolve: only the proxy can answer
-    assert ApiSession("http://volley.invalid:5000", retries=0).get("/v2/version") == {"via": "proxy"}
+    assert ApiSession("http://volley.invalid:5000", retry_for=0).get("/v2/version") == {"via": "proxy"}
     method, target, _h, _b = proxy.requests[0]
     assert (method, target) == ("GET", "http://volley.invalid:5000/v2/version")

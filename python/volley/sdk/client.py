@@ -223,7 +223,12 @@ class Client:
             raise TypeError("batch_run() missing required argument: 'batch'")
         if not batch:
             raise ValueError("No tasks specified for batch run")
-        return self._api.post(f"/v3/endpoints/{endpoint_id}/submit", json=batch.prepare())
+        # A request id made here, once per call: the service answers a repeat of it with the
+        # same task ids and queues nothing new, so the request may be sent again when its
+        # answer was lost (a restart, a reset connection) without running anything twice.
+        body = batch.prepare()
+        body["request_id"] = str(uuid.uuid4())
+        return self._api.post(f"/v3/endpoints/{endpoint_id}/submit", json=body, idempotent=True)
 
     def run(self, *args: Any, endpoint_id: Any, function_id: Any, **kwargs: Any) -> str:
         batch = self.create_batch()

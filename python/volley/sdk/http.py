@@ -5,7 +5,8 @@ CPU through requests/urllib3 and ~0.35 ms here, and that CPU is both on every ta
 inside every round trip's latency (docs/benchmarks.md).  What requests would have given us is
 kept: connection reuse across threads (a small pool), TLS verified against ``verify`` (a CA
 file) or else ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` / certifi's bundle, retries with
-back-off on 429/5xx and on refused connections.  Where the environment names a proxy for the
+back-off while the service is down or busy (never sending a request twice that could act
+twice: see ``ApiSession.request``).  Where the environment names a proxy for the
 service (``HTTPS_PROXY`` and friends, minus ``NO_PROXY``), requests is used after all: proxy
 handling is its business, not ours.
 """
@@ -14,8 +15,8 @@ from __future__ import annotations
 
 import http.client
 import json as _json
+import logging
 import os
-import random
 import select
 import socket
 import ssl
@@ -25,9 +26,33 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from volley.transport.reconnect import GaveUp, Outage, ReconnectPolicy
 from volley.version import __version__
 
-RETRY_STATUSES = {429, 500, 502, 503, 504}
+log = logging.getLogger(__name__)
+
+# answers worth waiting out: busy (429), restarting (503), a proxy without its backend (502/504)
+RETRY_STATUSES = {429, 502, 503, 504}
+# of those, the ones by which the service says it did nothing: safe to send any request again
+NOTHING_DONE_STATUSES = {429, 503}
+IDEMPOTENT_METHODS = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}
+# how long to wait out a service that is down, in seconds (a restart, a redeploy)
+RETRY_ENV = "VOLLEY_SERVICE_RETRY_FOR"
+DEFAULT_RETRY_FOR = 300.0
+
+
+def _env_retry_for() -> float:
+    raw = os.environ.get(RETRY_ENV, "").strip()
+    if not raw:
+        return DEFAULT_RETRY_FOR
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"${RETRY_ENV}={raw!r} is not a number of seconds (e.g. 300)") from None
+    if value < 0:
+        raise ValueError(f"${RETRY_ENV} must not be negative, got {value}")
+    return value
+
 # idle connections kept per ApiSession (the Executor sends from up to 4 threads at once)
 POOL_SIZE = 8
 
@@ -136,7 +161,7 @@ class _Pool:
 
 class ApiSession:
     def __init__(self, base_url: str, *, token: str | None = None, authorizer: Any = None,
-                 verify: str | bool = True, timeout: float = 60.0, retries: int = 5) -> None:
+                 verify: str | bool = True, timeout: float = 60.0, retry_for: float | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         parts = urllib.parse.urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -148,7 +173,8 @@ class ApiSession:
         self.token = token
         self.authorizer = authorizer
         self.timeout = timeout
-        self.retries = retries
+        self.retry_for = _env_retry_for() if retry_for is None else retry_for
+        self.policy = ReconnectPolicy(first_delay=0.25, max_delay=10.0)
         self._pool = _Pool(parts, verify, timeout)
         self._requests: Any = None  # a requests.Session, only where a proxy applies
         if _proxy_for(self.base_url):
@@ -187,7 +213,16 @@ class ApiSession:
                 self._pool.give(conn)
             return _Response(resp.status, content)
 
-    def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None) -> Any:
+    def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
+                idempotent: bool | None = None, retry_for: float | None = None) -> Any:
+        """Send one request; wait out a service that is down or busy.
+
+        A request is sent again only when that cannot do anything twice: always when the
+        connection was refused (nothing was sent) or the service answered 429/503 (it handled
+        nothing); after a lost connection or a 502/504 only if ``idempotent`` -- by default
+        GET, PUT and DELETE; a POST is idempotent when its caller says so (a submission with a
+        request id, a status query).  ``retry_for`` bounds the waiting (seconds; default
+        ``self.retry_for``), with the shared back-off of ``volley.transport.reconnect``."""
         url = self.base_url + path
         target = self._prefix + path
         params = {k: v for k, v in (params or {}).items() if v is not None}
@@ -203,8 +238,10 @@ class ApiSession:
             headers["Content-Type"] = "application/json"
         elif method in ("POST", "PUT"):
             headers["Content-Length"] = "0"
-        resp: _Response | None = None
-        for attempt in range(self.retries + 1):
+        repeatable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
+        limit = self.retry_for if retry_for is None else retry_for
+        outage = Outage(f"{method} {url}", self.policy.with_limit(limit, f"${RETRY_ENV}"), logger=log)
+        while True:
             try:
                 resp = self._send(method, target, body, headers)
             except (OSError, http.client.HTTPException) as exc:
@@ -214,16 +251,30 @@ class ApiSession:
                         f"verify ({exc.verify_message}); give the Client its CA file (ca_file=...) or "
                         "set REQUESTS_CA_BUNDLE"
                     ) from exc
-                if attempt == self.retries:
+                if not (repeatable or isinstance(exc, ConnectionRefusedError)):
                     raise ConnectionError(
-                        f"cannot reach the Volley service at {self.base_url} ({exc}); is it running? "
-                        "(`volley local status`, or set VOLLEY_SERVICE_URL)"
+                        f"lost the connection to the Volley service at {self.base_url} during "
+                        f"{method} {path} ({exc}); it may or may not have been handled, so it is not "
+                        "sent again"
+                    ) from exc
+                try:
+                    delay = outage.failed(exc)
+                except GaveUp:
+                    raise ConnectionError(
+                        f"cannot reach the Volley service at {self.base_url} ({exc}), tried for "
+                        f"{limit:g} s; is it running? (`volley local status`, or set VOLLEY_SERVICE_URL; "
+                        f"${RETRY_ENV} sets how long to keep trying)"
                     ) from exc
             else:
-                if resp.status_code not in RETRY_STATUSES or attempt == self.retries:
+                status = resp.status_code
+                if status not in RETRY_STATUSES or not (repeatable or status in NOTHING_DONE_STATUSES):
                     break
-            time.sleep(min(10.0, (0.25 + 0.5 * random.random()) * 2**attempt))
-        assert resp is not None
+                try:
+                    delay = outage.failed(ComputeAPIError(status, "RETRY", resp.text[:200], method, url))
+                except GaveUp:
+                    break  # the service's own answer says why
+            time.sleep(delay)
+        outage.recovered()
         if resp.status_code >= 400:
             try:
                 doc = resp.json()

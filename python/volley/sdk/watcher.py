@@ -9,16 +9,32 @@ that is not a valid ``Result`` is dead-lettered once, not redelivered forever.
 from __future__ import annotations
 
 import logging
-import random
 import threading
-import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from volley.sdk.future import ComputeFuture
+from volley.sdk.http import ComputeAPIError
 from volley.transport import open_consumer
+from volley.transport.base import NOT_FOUND, channel_code
+from volley.transport.reconnect import ConsumeLoop, GaveUp, ReconnectPolicy
 
 log = logging.getLogger(__name__)
+
+# task ids per /v2/batch_status request when recovering after an outage
+RECOVER_CHUNK = 1000
+T = TypeVar("T")
+
+
+def _service_call(call: Callable[[], T]) -> T:
+    """Run one service call; a service that is down or answers 5xx is an outage like a lost
+    broker (ConnectionError), to be waited out by the loop, not a reason to fail futures."""
+    try:
+        return call()
+    except ComputeAPIError as exc:
+        if exc.http_status >= 500 or exc.http_status == 429:
+            raise ConnectionError(f"the Volley service answered {exc.http_status}: {exc.message}") from exc
+        raise
 
 _WATCHERS: dict[str, ResultWatcher] = {}
 _WATCHERS_LOCK = threading.Lock()
@@ -47,7 +63,6 @@ def all_watchers() -> list[ResultWatcher]:
 
 
 class ResultWatcher(threading.Thread):
-    connect_attempt_limit = 5
 
     def __init__(self, task_group_id: str, client: Any, *, transport: str | None, port: int | None) -> None:
         super().__init__(name=f"volley-results-{task_group_id[:8]}", daemon=True)
@@ -60,7 +75,13 @@ class ResultWatcher(threading.Thread):
         self._received: dict[str, tuple[int | None, Any]] = {}
         self._stop_when_idle = threading.Event()
         self.stopping = False
-        self._consumer: Any = None
+        self._loop: ConsumeLoop | None = None
+        # how long an outage may last before the group's open futures fail: by default as long
+        # as it takes ($VOLLEY_GIVE_UP_AFTER sets a limit)
+        self.policy = ReconnectPolicy.default()
+        # tasks resolved from the service after an outage: their queued result, should it still
+        # come, is a duplicate to drop, not a result to keep for a future yet to be registered
+        self._recovered: set[str] = set()
 
     # --- API used by executors ------------------------------------------------------------------
     def watch(self, futures: Iterable[ComputeFuture]) -> int:
@@ -107,37 +128,105 @@ class ResultWatcher(threading.Thread):
     def shutdown(self) -> None:
         self.stopping = True
         self._stop_when_idle.set()
-        consumer = self._consumer
-        if consumer is not None:
-            consumer.close()
+        loop = self._loop
+        if loop is not None:
+            loop.stop()
 
     # --- the thread -------------------------------------------------------------------------------
     def run(self) -> None:
-        attempts = 0
+        self._loop = ConsumeLoop(
+            f"result stream of task group {self.task_group_id}",
+            self._open_consumer,
+            self._handle_and_ack,
+            policy=self.policy,
+            max_batch=4096,
+            timeout=0.25,
+            on_connected=self._connected,
+            should_stop=self._should_stop,
+            logger=log,
+        )
         reason: BaseException | None = None
-        while not self._should_stop():
-            try:
-                info = self.client.get_result_amqp_url()
-                queue = info["queue_prefix"] + self.task_group_id
-                self._consumer = open_consumer(
-                    info["connection_url"], queue, transport=self.transport,
-                    ca_file=getattr(self.client, "ca_file", None), port=self.port, prefetch=4096,
-                )
-            except ConnectionError as exc:
-                attempts += 1
-                reason = exc
-                if attempts >= self.connect_attempt_limit:
-                    break
-                time.sleep(min(10.0, 0.2 * 2**attempts) * (0.5 + random.random() / 2))
-                continue
-            attempts, reason = 0, None
-            try:
-                self._consume(self._consumer)
-            except ConnectionError as exc:
-                reason = exc
-                log.warning("result stream for task group %s lost: %s; reconnecting", self.task_group_id, exc)
-            finally:
-                self._consumer.close()
+        try:
+            self._loop.run()
+        except GaveUp as exc:
+            reason = exc
+        except Exception as exc:  # a bug: fail the futures with it rather than leave them hanging
+            log.exception("result watcher of task group %s failed", self.task_group_id)
+            reason = exc
+        self._finish(reason)
+
+    def _open_consumer(self) -> Any:
+        """A consumer on the group's result queue; while the service or broker is down this
+        raises ConnectionError and the loop waits with the shared back-off."""
+        info = _service_call(lambda: self.client.get_result_amqp_url())
+        queue = info["queue_prefix"] + self.task_group_id
+        try:
+            return open_consumer(
+                info["connection_url"], queue, transport=self.transport,
+                ca_file=getattr(self.client, "ca_file", None), port=self.port, prefetch=4096,
+            )
+        except ConnectionError as exc:
+            if channel_code(exc) == NOT_FOUND:
+                # the queue is gone (a broker that lost its state, an expiry): reading the task
+                # group declares it again; the results it missed come from /v2/batch_status
+                log.warning("result queue of task group %s is missing; asking the service to "
+                            "declare it again", self.task_group_id)
+                _service_call(lambda: self.client._api.get(f"/v2/taskgroup/{self.task_group_id}",
+                                                           retry_for=0))
+            raise
+
+    def _connected(self, _consumer: Any, reconnected: bool) -> None:
+        if reconnected:
+            self._recover()
+
+    def _recover(self) -> None:
+        """After an outage, ask the service for every task still awaited and resolve those that
+        completed meanwhile: their result may have been delivered to a consumer that died, or
+        lost with a broker's state; waiting for it on the queue could take forever."""
+        with self._lock:
+            waiting = list(self._open)
+        done = 0
+        for i in range(0, len(waiting), RECOVER_CHUNK):
+            chunk = waiting[i : i + RECOVER_CHUNK]
+            reply = _service_call(lambda ids=chunk: self.client._api.post(  # type: ignore[misc]
+                "/v2/batch_status", json={"task_ids": ids}, idempotent=True, retry_for=0))
+            ready = []
+            with self._lock:
+                for tid, doc in (reply.get("results") or {}).items():
+                    if not doc.get("completion_t"):
+                        continue
+                    f = self._open.pop(tid, None)
+                    if f is not None:
+                        ready.append((f, doc))
+                        self._recovered.add(tid)
+            for f, doc in ready:
+                self._resolve_stored(f, doc)
+            done += len(ready)
+        if waiting:
+            log.warning("task group %s: %d of %d awaited results were complete at the service after "
+                        "the outage", self.task_group_id, done, len(waiting))
+
+    def _resolve_stored(self, fut: ComputeFuture, doc: dict[str, Any]) -> None:
+        try:
+            if doc.get("status") == "success":
+                try:
+                    fut.set_result(self.client.fx_serializer.deserialize(doc["result"]))
+                except Exception as exc:
+                    err = Exception(f"Malformed or unexpected data structure. Data: {doc.get('result')}")
+                    err.__cause__ = exc
+                    fut.set_exception(err)
+            else:
+                fut.set_exception(_task_failed()(doc.get("exception") or "", str(doc.get("completion_t"))))
+        except Exception:  # InvalidStateError: cancelled by the user
+            log.debug("future %s was cancelled or resolved already", fut.task_id)
+
+    def _handle_and_ack(self, consumer: Any, batch: Any) -> None:
+        self._handle(consumer, batch)
+        # acked only once its futures are resolved.  (Deferring acks across batches was
+        # measured too: no gain, as the broker rather than the ack limits the stream.)
+        consumer.ack_through(batch[-1].tag)
+
+    def _finish(self, reason: BaseException | None) -> None:
         with _WATCHERS_LOCK:
             if _WATCHERS.get(self.task_group_id) is self:
                 del _WATCHERS[self.task_group_id]
@@ -171,16 +260,6 @@ class ResultWatcher(threading.Thread):
                 return self.stopping
         return False
 
-    def _consume(self, consumer: Any) -> None:
-        while not self._should_stop():
-            batch = consumer.next_batch(4096, timeout=0.25)
-            if not batch:
-                continue
-            self._handle(consumer, batch)
-            # acked only once its futures are resolved.  (Deferring acks across batches was
-            # measured too: no gain, as the broker rather than the ack limits the stream.)
-            consumer.ack_through(batch[-1].tag)
-
     def _handle(self, consumer: Any, batch: Any) -> None:
         ready = []
         received = self._received
@@ -196,6 +275,9 @@ class ResultWatcher(threading.Thread):
                 tid = m.task_id
                 f = pop(tid, None)
                 if f is None:
+                    if self._recovered and tid in self._recovered:
+                        self._recovered.discard(tid)  # resolved from the service already
+                        continue
                     received[tid] = (d.timestamp, m)
                 else:
                     ready.append((f, d.timestamp, m))
