@@ -13,9 +13,12 @@ No lost work: a delivery stays unacked while its task waits or runs (the local b
 ``consumer_timeout`` is 7 days, so day-long tasks are not reclaimed), so if this process dies
 the broker hands every such task to the next run of the endpoint, which runs it again.  A task
 whose result sits in ``unacked_results/`` is not run again: the stored result is re-sent.  A
-lost worker yields an error Result naming the cause (after the configured retries).  If the
-consumer dies it is reopened; if it cannot be, the agent exits rather than heartbeat while
-consuming nothing.
+lost worker yields an error Result naming the cause (after the configured retries).
+
+Broker outages are waited out, however long (``$VOLLEY_GIVE_UP_AFTER`` sets a limit): the task
+consumer runs in the one consume-and-reconnect loop (``volley.transport.reconnect``), results
+that cannot be published wait in ``unacked_results/``, and tasks keep running meanwhile; their
+redeliveries after the reconnect are matched to them, not run again.
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ import json
 import logging
 import os
 import queue
-import random
 import signal
 import socket
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
@@ -45,12 +48,12 @@ from volley.endpoint.store import ResultStore
 from volley.protocol import topology as topo
 from volley.protocol.messages import pack_status_report
 from volley.transport import Consumer, Publisher, open_consumer, open_publisher
+from volley.transport.base import ACCESS_REFUSED, channel_code
+from volley.transport.reconnect import ConsumeLoop, GaveUp, Outage, ReconnectPolicy
 from volley.version import __version__
 
 log = logging.getLogger(__name__)
 
-# Consecutive failures to (re)open the task consumer before the agent gives up and exits.
-CONSUMER_ATTEMPTS = 6
 # How often stored (unconfirmed) results are re-sent.
 RESEND_PERIOD = 2.0
 # Task ids whose results were confirmed recently: a redelivery of one is acked, not rerun.
@@ -81,8 +84,9 @@ class Pending:
 
 
 def _held_by_another(exc: BaseException) -> bool:
-    text = str(exc)
-    return "ACCESS_REFUSED" in text or "403" in text or "exclusive" in text.lower()
+    # 403 alone also means "no permission" (a broker that lost the endpoint's grants, to be
+    # restored by the service): only the exclusive-use refusal means a second instance
+    return channel_code(exc) == ACCESS_REFUSED and "exclusive" in str(exc).lower()
 
 
 class Agent:
@@ -107,13 +111,12 @@ class Agent:
         self._lock_file: Any = None
         self.endpoint_id: str | None = None
         self.engine: Engine | None = None
-        self.consumer: Consumer | None = None
+        self.intake: ConsumeLoop | None = None
         self.publisher: Publisher | None = None
         self.generation = 0
         self.received = 0
         self.completed = 0
         self.rejected = 0
-        self.consumer_restarts = 0
         self.started = time.time()
         self._reg: dict[str, Any] = {}
         self._results_route = ("", "")
@@ -121,6 +124,7 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._consuming = False  # true once the task queue was ours
         self.prefetch = 0
+        self.policy = ReconnectPolicy.default()
 
     # --- start-up -------------------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -197,15 +201,30 @@ class Agent:
             endpoint_dir=str(self.dir), run_in_sandbox=self.config.sandbox,
         )
         self.prefetch = self.config.prefetch or 2 * self.engine.capacity + 8
+        self.publisher = self._open_publisher(reg["result_queue_info"]["connection_url"])
+        if self.publisher is None:
+            return  # stopped while waiting for the broker
+        self.intake = ConsumeLoop(
+            f"task intake of endpoint {self.name}",
+            self._open_task_consumer,
+            self._dispatch_batch,
+            policy=self.policy,
+            max_batch=256,
+            # while tasks run, come back often: their acks (which free prefetch credit for the
+            # next deliveries) are sent from this thread, between waits; idle, wait long
+            timeout=lambda: ACK_POLL_S if self._in_flight else 0.2,
+            after_wait=self._after_wait,
+            on_connected=self._connected,
+            should_stop=self._stop.is_set,
+            close_on_exit=False,  # _shutdown still acks the tasks that finish in the grace
+            logger=log,
+        )
         try:
-            self.publisher = open_publisher(reg["result_queue_info"]["connection_url"], **self._amqp())
-            # upstream's publishers passive-declare first: a missing exchange fails here, loudly
-            self.publisher.declare_exchange(self._results_route[0], "topic", passive=True)
-            self.publisher.declare_exchange(self._heartbeats_route[0], "topic", passive=True)
-        except ConnectionError as exc:
-            raise AgentError(f"cannot publish results to the broker: {exc}") from exc
-        try:
-            self._open_consumer(first=True)
+            # the queue must be ours before anything starts: a refused second instance starts
+            # nothing; a broker not up yet is waited for
+            first = self._wait_for_broker("task consumer", self._open_task_consumer)
+            if first is None:
+                return  # stopped while waiting for the broker
             self._consuming = True
             # the engine starts only once the queue is ours: a refused second instance starts nothing
             self.engine.start()
@@ -219,7 +238,9 @@ class Agent:
             (self.dir / "daemon.ready").write_text(str(os.getpid()))
             log.info("endpoint %s (%s) consuming %s with %s, prefetch %d", self.name, self.endpoint_id,
                      reg["task_queue_info"]["queue"], self.engine.type_name, self.prefetch)
-            self._task_loop()
+            self.intake.run(first)  # until stopped; raises GaveUp past $VOLLEY_GIVE_UP_AFTER
+        except GaveUp as exc:
+            raise AgentError(str(exc)) from exc
         finally:
             self._shutdown()
 
@@ -228,64 +249,79 @@ class Agent:
             self.stop_reason = reason
         self._stop.set()
 
-    # --- the task consumer ------------------------------------------------------------------------
-    def _open_consumer(self, first: bool = False) -> None:
-        info = self._reg["task_queue_info"]
-        failures = 0
-        while True:
-            try:
-                self.consumer = open_consumer(
-                    info["connection_url"], info["queue"], prefetch=self.prefetch, exclusive=True, **self._amqp(),
-                )
-                self.generation += 1
-                self._open_heap.clear()  # the old consumer's tags are void
-                self._open_tags.clear()
-                if not first:
-                    self.consumer_restarts += 1
-                    log.warning("task consumer reopened (restart %d)", self.consumer_restarts)
-                return
-            except ConnectionError as exc:
-                if _held_by_another(exc):
-                    raise QueueHeld(
-                        f"the task queue {info['queue']} is held by another consumer: a second instance of "
-                        f"endpoint {self.name!r} ({self.endpoint_id}) is running, perhaps on another machine; "
-                        f"stop it first ({exc})"
-                    ) from exc
-                failures += 1
-                if failures >= CONSUMER_ATTEMPTS or self._stop.is_set():
-                    raise AgentError(f"cannot consume the task queue {info['queue']}: {exc}") from exc
-                delay = min(10.0, 0.5 * 2**failures) * (0.5 + random.random() / 2)
-                log.warning("cannot open the task consumer (%s); retrying in %.1fs", exc, delay)
-                if self._stop.wait(delay):
-                    raise AgentError("stopped while reconnecting") from exc
+    # --- the broker -----------------------------------------------------------------------------
+    @property
+    def consumer(self) -> Consumer | None:
+        return self.intake.consumer if self.intake is not None else None
 
-    def _task_loop(self) -> None:
+    @property
+    def consumer_restarts(self) -> int:
+        return max(0, self.intake.connections - 1) if self.intake is not None else 0
+
+    def _wait_for_broker(self, what: str, attempt: Any) -> Any:
+        """``attempt()`` until it works, waiting out a broker outage with the shared policy;
+        None if the agent is stopped meanwhile."""
+        outage = Outage(f"endpoint {self.name}: {what}", self.policy, logger=log)
         while not self._stop.is_set():
-            if self.consumer is None:
-                self._open_consumer()
-            assert self.consumer is not None
             try:
-                # while tasks run, come back often: their acks (which free prefetch credit for
-                # the next deliveries) are sent from this thread, between waits; idle, wait long
-                batch = self.consumer.next_batch(256, timeout=ACK_POLL_S if self._in_flight else 0.2)
+                result = attempt()
             except ConnectionError as exc:
-                # the consumer gave up reconnecting: its deliveries go back to the queue; open a
-                # new one (tasks already running keep running and are matched on redelivery)
-                log.error("task consumer lost: %s", exc)
-                self._drop_consumer()
+                try:
+                    delay = outage.failed(exc)
+                except GaveUp as gave_up:
+                    raise AgentError(str(gave_up)) from exc
+                self._stop.wait(delay)
                 continue
-            for d in batch:
-                self._dispatch(d)
-            self._ack_confirmed()
-            self._check_health()
+            outage.recovered()
+            return result
+        return None
 
-    def _drop_consumer(self) -> None:
-        if self.consumer is not None:
+    def _open_publisher(self, url: str) -> Publisher | None:
+        def attempt() -> Publisher:
+            publisher = open_publisher(url, **self._amqp())
             try:
-                self.consumer.close()
-            except Exception:  # already broken
-                pass
-        self.consumer = None
+                # upstream's publishers passive-declare first: a missing exchange fails here, loudly
+                publisher.declare_exchange(self._results_route[0], "topic", passive=True)
+                publisher.declare_exchange(self._heartbeats_route[0], "topic", passive=True)
+            except BaseException:
+                publisher.close()
+                raise
+            return publisher
+
+        return self._wait_for_broker("result publisher", attempt)
+
+    def _open_task_consumer(self) -> Consumer:
+        info = self._reg["task_queue_info"]
+        try:
+            consumer = open_consumer(
+                info["connection_url"], info["queue"], prefetch=self.prefetch, exclusive=True, **self._amqp(),
+            )
+        except ConnectionError as exc:
+            if _held_by_another(exc):
+                raise QueueHeld(
+                    f"the task queue {info['queue']} is held by another consumer: a second instance of "
+                    f"endpoint {self.name!r} ({self.endpoint_id}) is running, perhaps on another machine; "
+                    f"stop it first ({exc})"
+                ) from exc
+            raise
+        self.generation += 1
+        self._open_heap.clear()  # the old consumer's tags are void
+        self._open_tags.clear()
+        return consumer
+
+    def _connected(self, _consumer: Consumer, reconnected: bool) -> None:
+        if reconnected:
+            # tasks still running keep running; their redeliveries are matched to them
+            log.warning("task consumer reopened (restart %d); %d tasks held", self.consumer_restarts,
+                        len(self._in_flight))
+
+    def _dispatch_batch(self, consumer: Consumer, batch: Sequence[Any]) -> None:
+        for d in batch:
+            self._dispatch(consumer, d)
+
+    def _after_wait(self, consumer: Consumer) -> None:
+        self._ack_confirmed(consumer)
+        self._check_health()
 
     def _check_health(self) -> None:
         assert self.engine is not None
@@ -329,15 +365,15 @@ class Agent:
             serializers = [s.decode() if isinstance(s, bytes) else s for s in serializers]
         return (str(fid) if fid else None), (spec or {}), (serializers or None), problems
 
-    def _dispatch(self, d: Any) -> None:
-        assert self.consumer is not None and self.engine is not None
+    def _dispatch(self, consumer: Consumer, d: Any) -> None:
+        assert self.engine is not None
         m = d.message
         if m is None or m.kind != "task" or not m.task_id:
             # no task id to answer to: dead-letter it (the task queue has a DLX) with a log line
             why = d.invalid or f"a {getattr(m, 'kind', '?')!r} message is not a task"
             log.error("dead-lettering an unusable task message (%s)", why)
             self.rejected += 1
-            self.consumer.nack(d.tag, requeue=False)
+            consumer.nack(d.tag, requeue=False)
             return
         task_id = m.task_id
         if task_id in self._in_flight:
@@ -346,11 +382,11 @@ class Agent:
             old = self._in_flight[task_id]
             if old.generation == self.generation and old.tag in self._open_tags:
                 self._open_tags.discard(old.tag)
-                self.consumer.ack(old.tag)  # the new delivery carries the task from here on
+                consumer.ack(old.tag)  # the new delivery carries the task from here on
             self._track(task_id, d.tag)
             return
         if task_id in self._recent:
-            self.consumer.ack(d.tag)  # its result is confirmed already
+            consumer.ack(d.tag)  # its result is confirmed already
             return
         self._track(task_id, d.tag)
         self.received += 1
@@ -391,7 +427,7 @@ class Agent:
         heapq.heappush(self._open_heap, tag)
         self._open_tags.add(tag)
 
-    def _ack_confirmed(self) -> None:
+    def _ack_confirmed(self, consumer: Consumer | None) -> None:
         """Ack the deliveries of tasks whose results the broker confirmed.  Those below the
         oldest delivery still open go in one ``ack_through`` (a single ack per task cost the
         broker ~20 us and this process ~45 us more per message, measured on this machine);
@@ -410,7 +446,7 @@ class Agent:
             if pending is not None and pending.generation == self.generation and pending.tag in self._open_tags:
                 self._open_tags.discard(pending.tag)
                 tags.append(pending.tag)
-        if not tags or self.consumer is None:
+        if not tags or consumer is None:
             return
         heap, open_tags = self._open_heap, self._open_tags
         while heap and heap[0] not in open_tags:
@@ -419,10 +455,10 @@ class Agent:
         below = [t for t in tags if oldest_open is None or t < oldest_open]
         if below:
             # every unsettled delivery up to max(below) is one of these: the rest are settled
-            self.consumer.ack_through(max(below))
+            consumer.ack_through(max(below))
         for t in tags:
             if oldest_open is not None and t > oldest_open:
-                self.consumer.ack(t)
+                consumer.ack(t)
 
     # --- results --------------------------------------------------------------------------------
     def _publish(self, items: list[tuple[str, bytes]]) -> list[bool]:
@@ -570,17 +606,20 @@ class Agent:
         # running tasks may finish (and their results be confirmed and acked) within the grace
         while engine is not None and engine.outstanding and time.monotonic() < deadline:
             time.sleep(0.1)
-            if self.consumer is not None:
-                self._ack_confirmed()
+            self._ack_confirmed(self.consumer)
         if engine is not None:
             engine.shutdown()  # the rest get no result: their deliveries go back to the queue
         if self._threads:
             self._done.put(None)
         for t in self._threads:
             t.join(timeout=30)
-        if self.consumer is not None:
-            self._ack_confirmed()
-            self._drop_consumer()  # unacked deliveries return to the queue now
+        consumer = self.consumer
+        if consumer is not None:
+            self._ack_confirmed(consumer)
+            try:
+                consumer.close()  # unacked deliveries return to the queue now
+            except Exception:  # already broken
+                log.debug("closing the task consumer failed", exc_info=True)
         if self._consuming:  # a refused second instance must not report the running one offline
             self._send_heartbeat(active=False)
         if self.publisher is not None:
