@@ -1,6 +1,9 @@
 """Expiry of task records and results: deleted ``task_ttl_s`` after their last change
-(upstream keeps tasks 14 days), task groups once their last task is gone.  Routes already
-treat an expired task as absent, so the periodic purge only reclaims space."""
+(upstream keeps tasks 14 days), task groups once their last task is gone, stored submissions
+(request ids) ``task_ttl_s`` after they were made -- with the tasks they made, which cannot
+be younger.  Routes already treat an expired task as absent, so the periodic purge only
+reclaims space.  The purge also drops the arguments of completed tasks, which only the outbox
+needed."""
 
 from __future__ import annotations
 
@@ -8,10 +11,10 @@ import logging
 import threading
 import time
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from volley.service.models import Task, TaskGroup
+from volley.service.models import TERMINAL_STATES, Submission, Task, TaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,39 @@ def purge_expired(
     return tasks, groups
 
 
+def purge_submissions(
+    sessions: sessionmaker[Session], ttl_s: float, *, now: float | None = None, chunk: int = 5000
+) -> int:
+    """Delete stored submissions older than the TTL (their request ids may be used again);
+    return how many."""
+    cutoff = (time.time() if now is None else now) - ttl_s
+    count = 0
+    while True:
+        with sessions() as s:
+            ids = list(s.scalars(select(Submission.id).where(Submission.created_at < cutoff).limit(chunk)))
+            if not ids:
+                return count
+            s.execute(delete(Submission).where(Submission.id.in_(ids)))
+            s.commit()
+            count += len(ids)
+
+
+def release_payloads(sessions: sessionmaker[Session], *, chunk: int = 5000) -> int:
+    """Drop the stored arguments of completed tasks (kept only to rebuild an unfinished task's
+    message); return how many.  Reads the small partial index of tasks that still hold some."""
+    count = 0
+    while True:
+        with sessions() as s:
+            ids = list(s.scalars(
+                select(Task.id).where(Task.payload.is_not(None), Task.status.in_(TERMINAL_STATES)).limit(chunk)
+            ))
+            if not ids:
+                return count
+            s.execute(update(Task).where(Task.id.in_(ids)).values(payload=None))
+            s.commit()
+            count += len(ids)
+
+
 class Purger(threading.Thread):
     def __init__(self, sessions: sessionmaker[Session], ttl_s: float, interval_s: float) -> None:
         super().__init__(name="volley-purge", daemon=True)
@@ -61,9 +97,14 @@ class Purger(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 tasks, groups = purge_expired(self.sessions, self.ttl_s)
+                submissions = purge_submissions(self.sessions, self.ttl_s)
+                payloads = release_payloads(self.sessions)
             except Exception:  # the database may be briefly away; the next round catches up
                 log.exception("purging expired tasks failed; retrying in %.0fs", self.interval_s)
             else:
-                if tasks or groups:
-                    log.info("purged %d expired tasks and %d task groups", tasks, groups)
+                if tasks or groups or submissions:
+                    log.info("purged %d expired tasks, %d task groups and %d submissions",
+                             tasks, groups, submissions)
+                if payloads:
+                    log.info("dropped the stored arguments of %d completed tasks", payloads)
             self._stop_event.wait(self.interval_s)

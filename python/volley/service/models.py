@@ -13,7 +13,18 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+    true,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -103,8 +114,44 @@ class Task(Base):
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     # submission or completion, whichever is later: the TTL counts from here
     updated_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
+    # the submission this task came with (its headers); None for tasks older than the outbox
+    submission_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # the task's arguments (a packed [args, kwargs] pair), kept until the task completes: the
+    # outbox rebuilds the task message from them and the function's code
+    payload: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the broker confirmed the task message; false = in the outbox, to be published (again)
+    published: Mapped[bool] = mapped_column(Boolean, default=False, server_default=true())
 
-    __table_args__ = (Index("ix_tasks_group_created", "task_group_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_tasks_group_created", "task_group_id", "created_at"),
+        # partial indexes stay as small as the outbox and the set of unfinished tasks
+        Index("ix_tasks_unpublished", "created_at",
+              postgresql_where=text("published = false"), sqlite_where=text("published = 0")),
+        Index("ix_tasks_payload_held", "status",
+              postgresql_where=text("payload IS NOT NULL"), sqlite_where=text("payload IS NOT NULL")),
+    )
+
+
+class Submission(Base):
+    """One accepted batch submission: what it answered, so that a retry with the same
+    ``request_id`` gets the same answer, and the headers its task messages carry, so that the
+    outbox can rebuild them.  Expires with the tasks (created_at + TTL)."""
+
+    __tablename__ = "submissions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # made by the client (or by the service when it sent none); unique per owner
+    request_id: Mapped[str] = mapped_column(String(36))
+    endpoint_id: Mapped[str] = mapped_column(String(36))
+    task_group_id: Mapped[str] = mapped_column(String(36))
+    # [[function_id, [task_id, ...]], ...] in the order of the answer's ``tasks``
+    tasks: Mapped[list[Any]] = mapped_column(JSON)
+    resource_specification: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    result_serializers: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
+
+    # also the index of owner_id (leftmost), which the cascade from users needs
+    __table_args__ = (UniqueConstraint("owner_id", "request_id", name="uq_submissions_owner_request"),)
 
 
 TERMINAL_STATES = ("success", "failed")
