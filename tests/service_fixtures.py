@@ -22,6 +22,7 @@ from service_helpers import (
     BrokerHost,
     PgDatabases,
     Service,
+    TcpRelay,
     broker_info,
     start_service,
 )
@@ -83,3 +84,14 @@ def postgresql_service(broker_host: BrokerHost, pg_databases: PgDatabases) -> It
 def svc(request: pytest.FixtureRequest) -> Service:
     """The in-process service on each database backend."""
     return request.getfixturevalue(f"{request.param}_service")  # type: ignore[no-any-return]
+
+
+@pytest.fixture()
+def relay(broker_host: BrokerHost) -> Iterator[TcpRelay]:
+    """A TCP relay to the session's broker; ``relay.stop()`` is an outage for its users."""
+    r = TcpRelay(broker_host.info.amqps_port)
+    r.start()
+    try:
+        yield r
+    finally:
+        r.stop()

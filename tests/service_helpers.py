@@ -8,9 +8,12 @@ access-control tests need.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -293,3 +296,131 @@ def start_service(broker: Broker, database_url: str, backend: str, **overrides: 
 
 def new_uuid() -> str:
     return str(uuid.uuid4())
+
+
+# --- outages and broker state loss (tests/test_service_outbox.py, test_service_restore.py) -------
+class TcpRelay:
+    """A TCP relay in front of the broker's AMQPS port.  Stopping it is a broker outage for
+    whoever connects through it -- open connections drop, new ones are refused -- while the
+    broker itself, and everyone connected to it directly, carries on with its state intact."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0  # chosen at the first start, kept across restarts
+        self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            sockets, self._open = self._open, set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def url(self, direct_url: str) -> str:
+        """``direct_url`` (to the broker's AMQPS port) as a URL through this relay."""
+        return direct_url.replace(f":{self.target_port}/", f":{self.port}/", 1)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _addr = listener.accept()
+            except OSError:  # closed by stop()
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:  # stopped meanwhile
+                    client.close()
+                    upstream.close()
+                    return
+                self._open.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+
+def relayed_settings(broker: Broker, database_url: str, relay: TcpRelay, **overrides: Any) -> Any:
+    """Service settings whose own AMQP goes through ``relay``; the management API and the URLs
+    handed to clients reach the broker directly."""
+    import dataclasses
+
+    settings = _service_settings(broker, database_url, **overrides)
+    return dataclasses.replace(settings, broker_url=relay.url(broker.admin_url),
+                               public_broker_url=broker.admin_url)
+
+
+def run_service(settings: Any, broker: Broker, backend: str) -> Iterator[Service]:
+    """The service built from ``settings`` (compare :func:`start_service`)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from volley.service.app import create_app
+
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        loops = [t for t in app.state.volley_threads if hasattr(t, "ready")]
+        wait_for(lambda: all(t.ready.is_set() for t in loops), what="the service's consumers")
+        yield Service(backend, client, broker, settings.database_url)
+
+
+def backend_of(database_url: str) -> str:
+    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+
+
+def delete_queue(info: BrokerInfo, vhost: str, queue: str) -> None:
+    """Delete a queue, with whatever it holds, through the management API."""
+    api = management(info)
+    r = api.session.delete(f"{api.base}/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}",
+                           auth=api.auth, verify=api.verify, timeout=api.timeout)
+    assert r.status_code in (204, 404), r.text
+
+
+def connections_in(info: BrokerInfo, vhost: str) -> list[str]:
+    api = management(info)
+    # the node collects no statistics, and only this listing works without them
+    r = api.session.get(f"{api.base}/connections?columns=name,vhost",
+                        auth=api.auth, verify=api.verify, timeout=api.timeout)
+    assert r.status_code == 200, r.text
+    return [str(c["name"]) for c in r.json() if c.get("vhost") == vhost]
+
+
+def close_connections(info: BrokerInfo, vhost: str) -> int:
+    """Close every client connection to ``vhost`` from the broker's side, as a broker restart
+    does (its state stays); return how many there were."""
+    api = management(info)
+    names = connections_in(info, vhost)
+    for name in names:
+        r = api.session.delete(f"{api.base}/connections/{quote(name, safe='')}",
+                               auth=api.auth, verify=api.verify, timeout=api.timeout)
+        assert r.status_code in (204, 404), r.text
+    return len(names)

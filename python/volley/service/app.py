@@ -16,6 +16,7 @@ from volley.service.errors import ApiError, install_error_handlers
 from volley.service.expiry import Purger
 from volley.service.gateway import BrokerGateway
 from volley.service.limits import BodySizeLimit
+from volley.service.outbox import OutboxPublisher
 from volley.service.router import HeartbeatListener, ResultRouter
 from volley.service.settings import ServiceSettings
 from volley.service.state import ServiceState
@@ -45,10 +46,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             gateway.declare_topology()
             credentials = BrokerCredentials(settings)
             app.state.volley = ServiceState(settings, sessions, gateway, credentials, TokenCache())
+            outbox = OutboxPublisher(gateway, sessions)
             threads = [
                 ResultRouter(gateway, sessions),
                 HeartbeatListener(gateway, sessions),
                 Purger(sessions, settings.task_ttl_s, settings.purge_interval_s),
+                outbox,
             ]
             for t in threads:
                 t.start()

@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from volley.protocol import topology as topo
@@ -19,8 +19,22 @@ _DEAD_LETTER = {"x-dead-letter-exchange": topo.DEAD_LETTER_EXCHANGE}
 DEAD_LETTER_MAX_LENGTH = 100_000
 
 
-class PublishFailed(RuntimeError):
-    """The broker did not confirm every message; names how many and why."""
+def task_headers(
+    resource_specification: dict[str, Any] | None, result_serializers: list[str] | None
+) -> dict[str, Any]:
+    """The headers every task message of one submission carries besides its own ids."""
+    common: dict[str, Any] = {}
+    if resource_specification:
+        common["resource_specification"] = json.dumps(resource_specification)
+    if result_serializers:
+        common["result_serializers"] = list(result_serializers)
+    return common
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """A channel closed with 404 NOT_FOUND: the native transport says so in ``code``, pika in
+    the reply text (not "404" alone, which a port number in a connection error may contain)."""
+    return getattr(exc, "code", None) == 404 or "NOT_FOUND" in str(exc)
 
 
 class BrokerGateway:
@@ -36,6 +50,9 @@ class BrokerGateway:
         self._declared_lock = threading.Lock()
         self._redeclare_after_s = min(30.0, self.sdk_queue_expires_ms / 4000)
         self.publisher: Publisher = open_publisher(url, transport=transport, ca_file=ca_file)
+        # called with an endpoint id when its task queue turned out to be missing, so the
+        # tasks published into it earlier (lost with it) go back to the outbox
+        self.on_queue_lost: Callable[[str], None] | None = None
 
     def open_publisher(self) -> Publisher:
         """Another confirming publisher on the same broker (the router's own, so forwarding
@@ -104,33 +121,68 @@ class BrokerGateway:
         *,
         resource_specification: dict[str, Any] | None,
         result_serializers: list[str] | None,
-    ) -> None:
-        """Publish ``(task_id, function_id, packed_task)`` triples; raise unless all confirmed."""
-        common: dict[str, Any] = {}
-        if resource_specification:
-            common["resource_specification"] = json.dumps(resource_specification)
-        if result_serializers:
-            common["result_serializers"] = list(result_serializers)
+    ) -> set[str]:
+        """Publish ``(task_id, function_id, packed_task)`` triples; return the ids the broker
+        confirmed.  Raises ``ConnectionError`` / ``TimeoutError`` when the broker cannot be
+        reached or does not answer in time: then some messages may have arrived, none is known
+        to have."""
+        common = task_headers(resource_specification, result_serializers)
         rk = topo.task_queue(endpoint_id)
         batch = [
             (topo.TASKS_EXCHANGE, rk, body, {"function_uuid": fid, "task_uuid": tid, **common}, None)
             for tid, fid, body in tasks
         ]
         outcomes = self.publisher.publish_batch(batch, mandatory=True)
-        returned = [m for m, o in zip(batch, outcomes, strict=True) if o == "returned"]
+        returned = [i for i, o in enumerate(outcomes) if o == "returned"]
         if returned:
             # the endpoint's queue is gone (deleted by hand, or a broker that lost its state):
             # declare it again and send what came back, once
             log.warning("task queue of endpoint %s was missing; declared it again", endpoint_id)
             self.declare_endpoint_queue(endpoint_id)
-            outcomes = [o for o in outcomes if o != "returned"]
-            outcomes += self.publisher.publish_batch(returned, mandatory=True)
-        bad = [o for o in outcomes if o != "ack"]
-        if bad:
-            raise PublishFailed(
-                f"the broker did not accept {len(bad)} of {len(batch)} task messages "
-                f"({', '.join(sorted(set(bad)))})"
+            self._report_queue_lost(endpoint_id)
+            again = self.publisher.publish_batch([batch[i] for i in returned], mandatory=True)
+            for i, outcome in zip(returned, again, strict=True):
+                outcomes[i] = outcome
+        confirmed = {tid for (tid, _fid, _body), o in zip(tasks, outcomes, strict=True) if o == "ack"}
+        if len(confirmed) < len(tasks):
+            refused = sorted({o for o in outcomes if o != "ack"})
+            log.warning(
+                "the broker did not accept %d of %d task messages for endpoint %s (%s); "
+                "they stay in the outbox", len(tasks) - len(confirmed), len(tasks), endpoint_id,
+                ", ".join(refused),
             )
+        return confirmed
+
+    def _report_queue_lost(self, endpoint_id: str) -> None:
+        """Tell ``on_queue_lost`` that messages queued earlier for this endpoint are gone."""
+        if self.on_queue_lost is None:
+            return
+        try:
+            self.on_queue_lost(endpoint_id)
+        except Exception:  # the restore that follows a reconnect catches what this misses
+            log.exception("could not return the lost tasks of endpoint %s to the outbox", endpoint_id)
+
+    def queue_exists(self, name: str) -> bool:
+        """Whether the broker has queue ``name`` (a passive declare; 404 means no)."""
+        try:
+            self.publisher.declare_queue(name, passive=True)
+        except ConnectionError as exc:
+            if is_not_found(exc):
+                return False
+            raise
+        return True
+
+    def recent_sdk_queues(self) -> list[str]:
+        """The SDK queues this process declared recently enough to skip declaring them again:
+        after a broker lost its state these are the ones clients are most likely using."""
+        horizon = time.monotonic() - self._redeclare_after_s
+        with self._declared_lock:
+            return [name for name, at in self._declared.items() if at >= horizon]
+
+    def forget_declared(self) -> None:
+        """Forget which SDK queues exist: the next submission or reload declares each again."""
+        with self._declared_lock:
+            self._declared.clear()
 
     def close(self) -> None:
         self.publisher.close()

@@ -49,6 +49,9 @@ class SubmitBody(BaseModel):
     user_endpoint_config: dict[str, Any] | None = None
     user_runtime: dict[str, Any] | None = None
     result_serializers: list[str] | None = None
+    # made by the client; a repeated request with the same id gets the first one's answer and
+    # queues nothing new (upstream SDKs send none: the service then makes one)
+    request_id: uuid.UUID | None = None
 
 
 class BatchStatusBody(BaseModel):

@@ -3,13 +3,14 @@ URL from which an SDK streams its results."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any, cast
 
 from fastapi import APIRouter, Depends
-from sqlalchemy import Table, delete, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from volley.protocol import topology as topo
 from volley.protocol.messages import pack_task
@@ -21,8 +22,8 @@ from volley.service.errors import (
     broker_unavailable,
     not_found,
 )
-from volley.service.gateway import PublishFailed
-from volley.service.models import TERMINAL_STATES, Endpoint, Function, Task, TaskGroup
+from volley.service.models import TERMINAL_STATES, Endpoint, Function, Submission, Task, TaskGroup
+from volley.service.outbox import mark_published
 from volley.service.payloads import MalformedPayload, check_frames
 from volley.service.routes.common import (
     Caller,
@@ -43,8 +44,11 @@ from volley.service.schemas import (
     TaskGroupDoc,
 )
 
+log = logging.getLogger(__name__)
+
 router = APIRouter(tags=["tasks"], responses=COMMON_RESPONSES)
 _TASKS = cast(Table, Task.__table__)
+_SUBMISSIONS = cast(Table, Submission.__table__)
 _BROKER_ERRORS = (ConnectionError, TimeoutError, BrokerAdminError)
 
 
@@ -64,13 +68,8 @@ def _task_group(c: Caller, requested: uuid.UUID | None, now: float) -> TaskGroup
     return group
 
 
-@router.post(
-    "/v3/endpoints/{endpoint_id}/submit",
-    responses={403: {"model": ErrorBody}, 503: {"model": ErrorBody}},
-)
-def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> Submitted:
-    """Queue a batch of tasks; with ``create_queue`` the task group's result queue exists
-    before this answers."""
+def _validate(c: Caller, endpoint_id: str, body: SubmitBody) -> tuple[Any, dict[str, Any]]:
+    """The endpoint and the functions of a submission, once everything about it checks out."""
     ep = owned_columns(c, Endpoint, endpoint_id, "endpoint", "allowed_functions")
     if not body.tasks or not all(body.tasks.values()):
         raise invalid("tasks: every function id needs at least one task payload")
@@ -95,21 +94,125 @@ def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> S
                 check_frames(payload, 2, f"task {i} of function {fid}")
             except MalformedPayload as exc:
                 raise invalid(str(exc)) from None
+    return ep, functions
+
+
+def _declare_result_queue(c: Caller, group: TaskGroup) -> None:
+    try:
+        c.state.gateway.declare_sdk_queue(topo.sdk_queue_prefix(c.user_id) + group.id, unless_recent=True)
+    except _BROKER_ERRORS as exc:
+        raise broker_unavailable(exc) from exc
+
+
+def _stored(c: Caller, request_id: str) -> Submission | None:
+    return c.session.scalars(
+        select(Submission).where(Submission.owner_id == c.user_id, Submission.request_id == request_id)
+    ).first()
+
+
+def _replay(c: Caller, sub: Submission, endpoint_id: str, body: SubmitBody) -> Submitted:
+    """The answer a submission gave, for a retry of it.  Queues nothing: a task of it that is
+    still unpublished is the outbox's to publish."""
+    if sub.endpoint_id != endpoint_id or (body.task_group_id and str(body.task_group_id) != sub.task_group_id):
+        raise ApiError(
+            409, "REQUEST_ID_REUSED",
+            f"request_id {sub.request_id} was already used for a submission to endpoint "
+            f"{sub.endpoint_id} (task group {sub.task_group_id}); make a new request_id for a "
+            "new submission",
+        )
+    if body.create_queue:
+        group = c.session.get(TaskGroup, sub.task_group_id)
+        if group is not None:
+            _declare_result_queue(c, group)
+    return _answer(sub)
+
+
+def _answer(sub: Submission) -> Submitted:
+    return {"request_id": sub.request_id, "task_group_id": sub.task_group_id,
+            "endpoint_id": sub.endpoint_id, "tasks": {fid: list(ids) for fid, ids in sub.tasks}}
+
+
+def _commit(c: Caller, sub: dict[str, Any], rows: list[dict[str, Any]]) -> Submission | None:
+    """Store the submission and its tasks in one commit; return None, or the submission that
+    won a race for the same request id."""
+    try:
+        c.session.execute(insert(_SUBMISSIONS), [sub])
+        c.session.execute(insert(_TASKS), rows)  # Core insert: one executemany, no ORM bookkeeping
+        c.session.commit()
+        return None
+    except IntegrityError:
+        # most likely a concurrent request with the same request id: the unique constraint
+        # decided, and its answer is ours
+        c.session.rollback()
+        winner = _stored(c, sub["request_id"])
+        if winner is None:
+            raise
+        return winner
+    except DBAPIError as exc:
+        c.session.rollback()
+        raise ApiError(
+            503, "DATABASE_UNAVAILABLE",
+            f"the database did not store the submission ({type(exc.orig).__name__}); nothing "
+            "was queued -- retry with the same request_id, which answers the same task ids if "
+            "it was stored after all",
+        ) from exc
+
+
+def _publish(c: Caller, endpoint_id: str, messages: list[tuple[str, str, bytes]], body: SubmitBody) -> None:
+    """Publish the committed tasks and take what the broker confirmed out of the outbox.  A
+    failure is logged, not raised: the tasks are stored and the outbox publishes them."""
+    try:
+        confirmed = c.state.gateway.publish_tasks(
+            endpoint_id, messages,
+            resource_specification=body.resource_specification,
+            result_serializers=body.result_serializers,
+        )
+    except _BROKER_ERRORS as exc:
+        log.warning("publishing %d tasks for endpoint %s failed (%s); the outbox will publish them",
+                    len(messages), endpoint_id, exc)
+        return
+    if not confirmed:
+        return
+    try:
+        mark_published(c.session, list(confirmed))
+        c.session.commit()
+    except DBAPIError as exc:  # then the outbox publishes them again: a harmless duplicate
+        c.session.rollback()
+        log.warning("could not mark %d published tasks (%s)", len(confirmed), exc.orig)
+
+
+@router.post(
+    "/v3/endpoints/{endpoint_id}/submit",
+    responses={
+        403: {"model": ErrorBody},
+        409: {"model": ErrorBody, "description": "request_id already used for another submission"},
+        503: {"model": ErrorBody, "description": "nothing was queued (broker or database unavailable)"},
+    },
+)
+def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> Submitted:
+    """Queue a batch of tasks; with ``create_queue`` the task group's result queue exists
+    before this answers.  A repeated ``request_id`` gets the first answer again.  200 means
+    the tasks are stored and will be queued: those the broker did not confirm at once stay in
+    the outbox, which publishes them as soon as it can."""
+    ep, functions = _validate(c, endpoint_id, body)
+    request_id = str(body.request_id) if body.request_id else str(uuid.uuid4())
+    if body.request_id:
+        previous = _stored(c, request_id)
+        if previous is not None:
+            return _replay(c, previous, ep.id, body)
 
     now = time.time()
     group = _task_group(c, body.task_group_id, now)
     state = c.state
     if body.create_queue:
-        try:
-            state.gateway.declare_sdk_queue(topo.sdk_queue_prefix(c.user_id) + group.id, unless_recent=True)
-        except _BROKER_ERRORS as exc:
-            raise broker_unavailable(exc) from exc
+        _declare_result_queue(c, group)
         if not group.has_queue:
             group.has_queue = True
     # the group's TTL clock: a write per submission would only move it by milliseconds
     if now - group.updated_at > min(60.0, state.settings.task_ttl_s / 10):
         group.updated_at = now
 
+    sub_id = str(uuid.uuid4())
     rows: list[dict[str, Any]] = []
     messages: list[tuple[str, str, bytes]] = []
     out: dict[str, list[str]] = {}
@@ -122,26 +225,23 @@ def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> S
             rows.append({
                 "id": tid, "owner_id": c.user_id, "task_group_id": group.id, "endpoint_id": ep.id,
                 "function_id": fn.id, "status": "waiting-for-ep", "forwarded": False,
-                "created_at": now, "updated_at": now,
+                "created_at": now, "updated_at": now, "submission_id": sub_id, "payload": payload,
+                "published": False,
             })
             messages.append((tid, fn.id, pack_task(tid, fn.code + payload)))
-    # one multi-row INSERT (executemany) for the whole batch, committed before publishing so a
-    # result can never arrive for a task the router does not know
-    c.session.execute(insert(_TASKS), rows)  # Core insert: no ORM bookkeeping per row
-    c.session.commit()
-    try:
-        state.gateway.publish_tasks(
-            ep.id, messages,
-            resource_specification=body.resource_specification,
-            result_serializers=body.result_serializers,
-        )
-    except (PublishFailed, *_BROKER_ERRORS) as exc:
-        ids_sent = [r["id"] for r in rows]
-        for i in range(0, len(ids_sent), 500):
-            c.session.execute(delete(_TASKS).where(_TASKS.c.id.in_(ids_sent[i : i + 500])))
-        c.session.commit()
-        raise broker_unavailable(exc) from exc
-    return {"request_id": str(uuid.uuid4()), "task_group_id": group.id, "endpoint_id": ep.id, "tasks": out}
+    sub = {
+        "id": sub_id, "owner_id": c.user_id, "request_id": request_id, "endpoint_id": ep.id,
+        "task_group_id": group.id, "tasks": [[fid, ids] for fid, ids in out.items()],
+        "resource_specification": body.resource_specification,
+        "result_serializers": body.result_serializers, "created_at": now,
+    }
+    # committed before publishing, so a result can never arrive for a task the router does
+    # not know, and a crash after this commit leaves the tasks to the outbox, not lost
+    winner = _commit(c, sub, rows)
+    if winner is not None:
+        return _replay(c, winner, ep.id, body)
+    _publish(c, ep.id, messages, body)
+    return {"request_id": request_id, "task_group_id": group.id, "endpoint_id": ep.id, "tasks": out}
 
 
 def task_doc(t: Task) -> TaskDoc:
