@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,6 +18,7 @@ from volley.service.expiry import Purger
 from volley.service.gateway import BrokerGateway
 from volley.service.limits import BodySizeLimit
 from volley.service.outbox import OutboxPublisher
+from volley.service.restore import requeue_lost_tasks, restore_broker
 from volley.service.router import HeartbeatListener, ResultRouter
 from volley.service.settings import ServiceSettings
 from volley.service.state import ServiceState
@@ -25,6 +27,16 @@ from volley.version import __version__
 log = logging.getLogger(__name__)
 
 __all__ = ["ApiError", "ServiceState", "create_app"]
+
+
+def _result_router(gateway: BrokerGateway, sessions: Any, on_reconnect: Callable[[], None]) -> ResultRouter:
+    """The result router, which asks for a restore after each reconnection that followed a
+    loss (one consumer asking is enough).  A router without that hook still gets the outbox's
+    own check for a broker that lost its topology."""
+    if "on_reconnect" in inspect.signature(ResultRouter).parameters:
+        return ResultRouter(gateway, sessions, on_reconnect=on_reconnect)  # type: ignore[call-arg]
+    log.warning("this result router cannot report reconnections; restores rely on the outbox's check")
+    return ResultRouter(gateway, sessions)
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
@@ -46,13 +58,24 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             gateway.declare_topology()
             credentials = BrokerCredentials(settings)
             app.state.volley = ServiceState(settings, sessions, gateway, credentials, TokenCache())
-            outbox = OutboxPublisher(gateway, sessions)
+            outbox = OutboxPublisher(
+                gateway, sessions, restore=lambda: restore_broker(gateway, credentials, sessions)
+            )
+
+            def queue_lost(endpoint_id: str) -> None:
+                requeue_lost_tasks(sessions, endpoint_id)
+                outbox.wake()
+
+            gateway.on_queue_lost = queue_lost
             threads = [
-                ResultRouter(gateway, sessions),
+                _result_router(gateway, sessions, on_reconnect=outbox.request_restore),
                 HeartbeatListener(gateway, sessions),
                 Purger(sessions, settings.task_ttl_s, settings.purge_interval_s),
                 outbox,
             ]
+            # the broker may have lost its state while no service ran: the outbox's first round
+            # puts back what endpoints and SDKs rely on (idempotent; cheap when nothing was lost)
+            outbox.request_restore()
             for t in threads:
                 t.start()
             app.state.volley_threads = threads

@@ -11,7 +11,8 @@ endpoint (``e-<endpoint_id>``), each allowed exactly its own queues and routing 
 Passwords are not stored anywhere: each is an HMAC of the principal's name under the service's
 ``secret_key``, so every service process derives the same password and can hand it out again,
 and a copy of the database reveals none.  Broker users are (re)created on first use by each
-service process, which also repairs a broker whose state was lost.
+service process; after a broker lost its state, ``volley.service.restore`` creates those of the
+endpoints (and of users with results on the way) again at once and the rest on their next use.
 """
 
 from __future__ import annotations
@@ -140,6 +141,30 @@ class BrokerCredentials:
         """The endpoint's URL; ``refresh`` re-creates its broker user even if this process made
         it already (registration does: another process may have revoked it meanwhile)."""
         return self._url(endpoint_principal(endpoint_id), endpoint_grant(endpoint_id), refresh=refresh)
+
+    def restore_endpoint(self, endpoint_id: str) -> bool:
+        """Create the endpoint's broker user again if the broker lost it; True if it did."""
+        return self._restore(endpoint_principal(endpoint_id), endpoint_grant(endpoint_id))
+
+    def restore_user(self, user_id: str) -> bool:
+        """Create the user's broker user again if the broker lost it; True if it did."""
+        return self._restore(user_principal(user_id), user_grant(user_id))
+
+    def _restore(self, principal: str, grant: Grant) -> bool:
+        # a user that exists is left alone: it may still have the password of an earlier
+        # secret_key, which its clients use until they next ask for credentials
+        if self._api is None or self._api.user_exists(principal):
+            return False
+        self._provision(principal, derive_password(self._secret, principal), grant)
+        with self._lock:
+            self._provisioned.add(principal)
+        return True
+
+    def forget(self) -> None:
+        """Forget which principals this process set up: each is created again on its next
+        use (after a broker lost its users)."""
+        with self._lock:
+            self._provisioned.clear()
 
     def revoke_endpoint(self, endpoint_id: str) -> None:
         """Delete the endpoint's broker user; RabbitMQ closes its open connections."""
