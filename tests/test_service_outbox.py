@@ -36,6 +36,7 @@ from service_helpers import (
 from volley.protocol.messages import decode, pack_task
 from volley.service.expiry import release_payloads
 from volley.service.models import Task
+from volley.service.outbox import OutboxPublisher
 
 pytest_plugins = ["service_fixtures"]
 
@@ -163,3 +164,30 @@ def test_arguments_are_kept_until_the_task_completes(svc: Service) -> None:
     with svc.state.sessions() as s:
         held = dict(s.execute(sa.select(Task.id, Task.payload).where(Task.owner_id == alice.id)).all())
     assert held[done] is None and held[waiting] == task_payload(2)
+
+
+def test_the_outbox_leaves_a_submission_alone_while_its_publish_is_under_way(
+    broker_host: BrokerHost, relay: TcpRelay, fresh_db: str
+) -> None:
+    """However long a large batch takes to publish, the outbox does not send it a second time
+    meanwhile (a publish under way is marked on the gateway; here the test holds that mark)."""
+    broker = broker_host.new_vhost()
+    with relayed_service(broker, fresh_db, relay) as svc:
+        alice = svc.new_user()
+        fid, reg = svc.register_function(alice), svc.register_endpoint(alice)
+        relay.stop()
+        _submit(svc, alice, reg["endpoint_id"], fid, [1, 2])
+        relay.start()
+        with svc.state.sessions() as s:  # old enough for the outbox, no waiting
+            (sub_id,) = set(s.scalars(sa.select(Task.submission_id).where(Task.owner_id == alice.id)))
+            s.execute(sa.update(Task).where(Task.owner_id == alice.id).values(created_at=Task.created_at - 60))
+            s.commit()
+        outbox = next(t for t in svc.client.app.state.volley_threads if isinstance(t, OutboxPublisher))
+        with svc.state.gateway.publishing(sub_id):
+            first = outbox.rounds
+            outbox.wake()
+            # two whole rounds that reached the broker, the second begun under the mark
+            wait_for(lambda: outbox.rounds >= first + 2 and outbox.last_round_ok, what="outbox rounds")
+            assert _published(svc, alice.id) == 0
+            assert svc.broker.queue_depth(f"{reg['endpoint_id']}.tasks") == 0
+        wait_for(lambda: _published(svc, alice.id) == 2, what="the outbox, once the mark is gone")

@@ -7,7 +7,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from volley.protocol import topology as topo
@@ -53,6 +54,10 @@ class BrokerGateway:
         # called with an endpoint id when its task queue turned out to be missing, so the
         # tasks published into it earlier (lost with it) go back to the outbox
         self.on_queue_lost: Callable[[str], None] | None = None
+        # submissions whose publish is under way in this process: the outbox leaves them alone
+        # however long a large batch takes, rather than publish it a second time
+        self._publishing: set[str] = set()
+        self._publishing_lock = threading.Lock()
 
     def open_publisher(self) -> Publisher:
         """Another confirming publisher on the same broker (the router's own, so forwarding
@@ -152,6 +157,21 @@ class BrokerGateway:
                 ", ".join(refused),
             )
         return confirmed
+
+    @contextmanager
+    def publishing(self, submission_id: str) -> Iterator[None]:
+        """Mark a submission's publish (and the recording of its confirms) as under way."""
+        with self._publishing_lock:
+            self._publishing.add(submission_id)
+        try:
+            yield
+        finally:
+            with self._publishing_lock:
+                self._publishing.discard(submission_id)
+
+    def is_publishing(self, submission_id: str | None) -> bool:
+        with self._publishing_lock:
+            return submission_id in self._publishing
 
     def _report_queue_lost(self, endpoint_id: str) -> None:
         """Tell ``on_queue_lost`` that messages queued earlier for this endpoint are gone."""

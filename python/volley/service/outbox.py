@@ -140,7 +140,8 @@ class _Round:
         done.update(t.id for t in hopeless)
         self._settle(settled)
         self._fail(hopeless)
-        rest = [t for t in page if t.id not in done]
+        # a submission this process is publishing right now is not the outbox's (yet)
+        rest = [t for t in page if t.id not in done and not self.gateway.is_publishing(t.submission_id)]
         groups: dict[tuple[str, str | None], list[_Waiting]] = {}
         for t in rest:
             groups.setdefault((t.endpoint_id, t.submission_id), []).append(t)
@@ -233,7 +234,8 @@ class OutboxPublisher(threading.Thread):
         self._wake = threading.Event()
         self._restore_wanted = threading.Event()
         self._failing: set[str] = set()  # stages whose last round failed
-        self.rounds = 0  # completed rounds, for tests and diagnostics
+        self.rounds = 0  # rounds run, for tests and diagnostics
+        self.last_round_ok = False
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -261,8 +263,10 @@ class OutboxPublisher(threading.Thread):
             self._restore_if_needed()
             publish_pending(self.gateway, self.sessions, older_than=time.time() - self.grace_s)
         except Exception as exc:  # broker or database briefly away: the next round catches up
+            self.last_round_ok = False
             self._note("publishing", exc)
             return
+        self.last_round_ok = True
         self._note("publishing", None)
 
     def _restore_if_needed(self) -> None:

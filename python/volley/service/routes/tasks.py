@@ -240,7 +240,8 @@ def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> S
     winner = _commit(c, sub, rows)
     if winner is not None:
         return _replay(c, winner, ep.id, body)
-    _publish(c, ep.id, messages, body)
+    with state.gateway.publishing(sub_id):
+        _publish(c, ep.id, messages, body)
     return {"request_id": request_id, "task_group_id": group.id, "endpoint_id": ep.id, "tasks": out}
 
 
