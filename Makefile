@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export VOLLEY_HOME ?= $(HOME)/.volley
 QUICK ?=
 
-.PHONY: setup demo test test-lint test-rust test-python lint bench clean down
+.PHONY: setup demo test test-lint test-rust test-python lint bench faults clean down
 
 setup:
 	bash scripts/setup.sh
@@ -34,6 +34,15 @@ test-lint:
 bench: export EXTRAS = test,bench
 bench: setup
 	QUICK=$(QUICK) VENV=$(VENV) bash benches/run.sh
+
+# the fault suite (issue 11; minutes, not part of `make test`): both transports, FAULTS_N tasks
+# per fault, endpoint/service/broker SIGKILLed, the broker kept down 30 s, a client SIGKILLed and
+# reloaded; writes docs/reliability.md, fails if any future was lost, wrong, hung or doubled.
+# More options: FAULTS_ARGS="--outage 120 ..." (see `$(PY) -m tests.faults --help`).
+FAULTS_N ?= 20000
+FAULTS_ARGS ?=
+faults: setup
+	$(PY) -m tests.faults --tasks $(FAULTS_N) --write-docs docs/reliability.md $(FAULTS_ARGS)
 
 down:
 	$(VENV)/bin/volley local down
