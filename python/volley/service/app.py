@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,16 +26,6 @@ from volley.version import __version__
 log = logging.getLogger(__name__)
 
 __all__ = ["ApiError", "ServiceState", "create_app"]
-
-
-def _result_router(gateway: BrokerGateway, sessions: Any, on_reconnect: Callable[[], None]) -> ResultRouter:
-    """The result router, which asks for a restore after each reconnection that followed a
-    loss (one consumer asking is enough).  A router without that hook still gets the outbox's
-    own check for a broker that lost its topology."""
-    if "on_reconnect" in inspect.signature(ResultRouter).parameters:
-        return ResultRouter(gateway, sessions, on_reconnect=on_reconnect)  # type: ignore[call-arg]
-    log.warning("this result router cannot report reconnections; restores rely on the outbox's check")
-    return ResultRouter(gateway, sessions)
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
@@ -68,7 +57,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
             gateway.on_queue_lost = queue_lost
             threads = [
-                _result_router(gateway, sessions, on_reconnect=outbox.request_restore),
+                ResultRouter(gateway, sessions, on_reconnect=outbox.request_restore),
                 HeartbeatListener(gateway, sessions),
                 Purger(sessions, settings.task_ttl_s, settings.purge_interval_s),
                 outbox,

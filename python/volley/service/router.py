@@ -129,8 +129,9 @@ _IN_CHUNK = 500
 class ResultRouter(ConsumerLoop):
     queue = topo.RESULTS_QUEUE
 
-    def __init__(self, gateway: BrokerGateway, sessions: sessionmaker[Session]) -> None:
-        super().__init__(gateway, sessions)
+    def __init__(self, gateway: BrokerGateway, sessions: sessionmaker[Session], *,
+                 on_reconnect: Callable[[], None] | None = None) -> None:
+        super().__init__(gateway, sessions, on_reconnect=on_reconnect)
         self._publisher: Publisher | None = None
 
     def _forwarder(self) -> Publisher:
