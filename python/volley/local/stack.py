@@ -26,7 +26,7 @@ import requests
 
 from volley.config import ClientConfig, volley_home
 from volley.local.broker import BrokerInfo, RabbitNode
-from volley.local.ports import free_port
+from volley.local.ports import can_bind, free_port
 from volley.local.procs import alive, log_tail, read_pid, spawn, terminate_group
 
 DEFAULT_ENDPOINT = "default"
@@ -117,7 +117,11 @@ class LocalStack:
         pidfile = self.service_dir / "service.pid"
         running = self._pid_alive(pidfile)
         if not running:
-            settings["port"] = free_port()
+            # a restart keeps the service's address: clients, endpoints and config files that
+            # know it ride out the restart instead of retrying a port nobody listens on
+            old_port = settings.get("port")
+            if not (isinstance(old_port, int) and can_bind(old_port)):
+                settings["port"] = free_port()
             self._retire_legacy_database()
         path = self._service_settings_path()
         path.write_text(json.dumps(settings, indent=2))
