@@ -697,6 +697,7 @@ def machine_info() -> dict[str, str]:
         "commit": _git("rev-parse", "HEAD") or "unknown",
         "uncommitted changes": "yes" if _git("status", "--porcelain", "--untracked-files=no") else "no",
         "VOLLEY_GIVE_UP_AFTER": os.environ.get("VOLLEY_GIVE_UP_AFTER") or "(unset: never give up)",
+        "VOLLEY_SERVICE_RETRY_FOR": os.environ.get("VOLLEY_SERVICE_RETRY_FOR") or "(unset: the default)",
     }
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "rabbitmq-server"],
@@ -705,7 +706,8 @@ def machine_info() -> dict[str, str]:
     with contextlib.suppress(Exception):
         import volley
 
-        info["volley"] = volley.__version__
+        where = Path(volley.__file__).resolve().parent
+        info["volley"] = volley.__version__ + ("" if where == REPO / "python" / "volley" else f" (imported from {where})")
     return info
 
 
@@ -864,8 +866,10 @@ one run of commit `{commit[:12]}`{' **with uncommitted changes**' if dirty else 
   idempotent, so a retry never creates tasks twice); tasks committed while the broker is down
   are published when it is back; results delivered while a client was away are fetched from the
   service when it reconnects. The give-up limit is `$VOLLEY_GIVE_UP_AFTER` (seconds, the length
-  of one continuous outage; default: never give up). Past it, the open futures fail with a
-  `ConnectionError` naming the cause.
+  of one continuous broker outage; default: never give up); past it, the open futures fail with
+  a `ConnectionError` that names what was lost and for how long. A call to the service waits out
+  a service outage for `$VOLLEY_SERVICE_RETRY_FOR` seconds (default 300); past it, only the
+  futures of the batch being submitted fail, with an error naming the cause.
 * **A client can die.** A new process calling `Executor.reload_tasks(task_group_id)` gets a
   future for every task of the group, resolved from the service or from the result stream.
 
