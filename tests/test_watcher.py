@@ -72,3 +72,33 @@ def test_outstanding_futures_cost_the_gc_one_object_each() -> None:
     assert seen == ["a", 3, "c"]
     assert wait(futures[:3], return_when=FIRST_COMPLETED).done
     assert {f.task_id for f in as_completed(futures[:3], timeout=5)} == {"t0", "t1", "t2"}
+
+
+def test_unmatched_results_are_bounded_and_a_late_future_is_still_resolved(monkeypatch) -> None:
+    """Results nobody claims must not grow without bound (issue 12, finding 7); a result let
+    go is still delivered, from the service, if its future turns up after all."""
+    monkeypatch.setattr(W, "UNMATCHED_LIMIT", 3)
+    asked: list[list[str]] = []
+
+    class Service(Unreachable):
+        class _api:  # the Client attribute the watcher calls
+            @staticmethod
+            def post(path: str, json: dict, **_: object) -> dict:
+                asked.append(list(json["task_ids"]))
+                return {"results": {t: {"status": "success", "completion_t": "1",
+                                        "result": ComputeSerializer().serialize(t[-1])}
+                                    for t in json["task_ids"]}}
+
+    w = W.ResultWatcher(str(uuid.uuid4()), Service(), transport="python", port=None)
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    w.adopt({tid: (None, _result(tid, tid[-1])) for tid in ids})
+    assert list(w._received) == ids[2:]  # the two oldest were let go, only their ids kept
+    late = ComputeFuture(ids[0])
+    w.watch([late])
+    assert not late.done() and w._lookup == [ids[0]]
+    w._after_wait(None)  # the watcher thread's next turn asks the service
+    assert asked == [[ids[0]]]
+    assert late.result(timeout=5) == ids[0][-1]
+    kept = ComputeFuture(ids[4])
+    w.watch([kept])  # a result still held resolves at once, without asking
+    assert kept.result(timeout=5) == ids[4][-1] and len(asked) == 1

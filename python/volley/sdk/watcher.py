@@ -23,6 +23,13 @@ log = logging.getLogger(__name__)
 
 # task ids per /v2/batch_status request when recovering after an outage
 RECOVER_CHUNK = 1000
+# Results held for futures not registered yet, per task group.  They are normally held for the
+# moments a submit response is in flight; a stream of results nobody claims (another process
+# consuming the same group, a foreign message) must not grow without bound.  Beyond the limit
+# the oldest are let go and only their ids kept: should a future for one be registered after
+# all, its result is fetched from the service, which stores every result.
+UNMATCHED_LIMIT = 10_000
+FORGOTTEN_LIMIT = 200_000
 T = TypeVar("T")
 
 
@@ -82,6 +89,10 @@ class ResultWatcher(threading.Thread):
         # tasks resolved from the service after an outage: their queued result, should it still
         # come, is a duplicate to drop, not a result to keep for a future yet to be registered
         self._recovered: set[str] = set()
+        # ids of unmatched results let go (an ordered set: oldest first), and the futures
+        # registered for such ids since, to look up at the service
+        self._forgotten: dict[str, None] = {}
+        self._lookup: list[str] = []
 
     # --- API used by executors ------------------------------------------------------------------
     def watch(self, futures: Iterable[ComputeFuture]) -> int:
@@ -99,6 +110,8 @@ class ResultWatcher(threading.Thread):
                     ready.append((f, early))
                 else:
                     self._open[tid] = f
+                    if self._forgotten and self._forgotten.pop(tid, 0) is None:
+                        self._lookup.append(tid)  # its result came and was let go
                 added += 1
         for f, (ts, msg) in ready:
             self._resolve(f, ts, msg)
@@ -111,7 +124,7 @@ class ResultWatcher(threading.Thread):
             for tid, (ts, msg) in received.items():
                 f = self._open.pop(tid, None)
                 if f is None:
-                    self._received[tid] = (ts, msg)
+                    self._hold(tid, ts, msg)
                 else:
                     ready.append((f, ts, msg))
         for f, ts, msg in ready:
@@ -142,6 +155,7 @@ class ResultWatcher(threading.Thread):
             max_batch=4096,
             timeout=0.25,
             on_connected=self._connected,
+            after_wait=self._after_wait,
             should_stop=self._should_stop,
             logger=log,
         )
@@ -177,14 +191,24 @@ class ResultWatcher(threading.Thread):
 
     def _connected(self, _consumer: Any, reconnected: bool) -> None:
         if reconnected:
-            self._recover()
+            # After an outage, ask the service for every task still awaited and resolve those
+            # completed meanwhile: their result may have been delivered to a consumer that died,
+            # or lost with a broker's state; waiting for it on the queue could take forever.
+            with self._lock:
+                waiting = list(self._open)
+            done = self._from_service(waiting)
+            if waiting:
+                log.warning("task group %s: %d of %d awaited results were complete at the service "
+                            "after the outage", self.task_group_id, done, len(waiting))
 
-    def _recover(self) -> None:
-        """After an outage, ask the service for every task still awaited and resolve those that
-        completed meanwhile: their result may have been delivered to a consumer that died, or
-        lost with a broker's state; waiting for it on the queue could take forever."""
-        with self._lock:
-            waiting = list(self._open)
+    def _after_wait(self, _consumer: Any) -> None:
+        if self._lookup:
+            with self._lock:
+                ids, self._lookup = self._lookup, []
+            self._from_service(ids)
+
+    def _from_service(self, waiting: list[str]) -> int:
+        """Resolve those of ``waiting`` that are complete at the service; how many were."""
         done = 0
         for i in range(0, len(waiting), RECOVER_CHUNK):
             chunk = waiting[i : i + RECOVER_CHUNK]
@@ -202,9 +226,7 @@ class ResultWatcher(threading.Thread):
             for f, doc in ready:
                 self._resolve_stored(f, doc)
             done += len(ready)
-        if waiting:
-            log.warning("task group %s: %d of %d awaited results were complete at the service after "
-                        "the outage", self.task_group_id, done, len(waiting))
+        return done
 
     def _resolve_stored(self, fut: ComputeFuture, doc: dict[str, Any]) -> None:
         try:
@@ -260,9 +282,23 @@ class ResultWatcher(threading.Thread):
                 return self.stopping
         return False
 
+    def _hold(self, tid: str, timestamp: int | None, msg: Any) -> None:
+        """Keep a result whose future is not registered yet (caller holds the lock)."""
+        self._received[tid] = (timestamp, msg)
+        if len(self._received) > UNMATCHED_LIMIT:
+            self._let_go_oldest()
+
+    def _let_go_oldest(self) -> None:
+        oldest = next(iter(self._received))
+        del self._received[oldest]
+        self._forgotten[oldest] = None
+        if len(self._forgotten) > FORGOTTEN_LIMIT:
+            del self._forgotten[next(iter(self._forgotten))]
+        log.warning("task group %s: more than %d results arrived for no known future; the oldest "
+                    "is let go (the service still has it)", self.task_group_id, UNMATCHED_LIMIT)
+
     def _handle(self, consumer: Any, batch: Any) -> None:
         ready = []
-        received = self._received
         with self._lock:
             pop = self._open.pop
             for d in batch:
@@ -278,7 +314,7 @@ class ResultWatcher(threading.Thread):
                     if self._recovered and tid in self._recovered:
                         self._recovered.discard(tid)  # resolved from the service already
                         continue
-                    received[tid] = (d.timestamp, m)
+                    self._hold(tid, d.timestamp, m)
                 else:
                     ready.append((f, d.timestamp, m))
         resolve = self._resolve
