@@ -15,7 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 def _too_large(limit: int, size: int | None) -> str:
     got = f"of {size} bytes " if size is not None else ""
-    return f"request body {got}exceeds the {limit} byte ({limit / 2**20:g} MiB) limit"
+    return (f"request body {got}exceeds the {limit} byte ({limit / 2**20:g} MiB) limit "
+            "(service setting max_request_bytes)")
 
 
 class BodySizeLimit:

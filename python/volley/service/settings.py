@@ -41,6 +41,8 @@ class ServiceSettings:
     endpoint_lock_s: float = 60.0
     # the largest request body accepted (413 above it)
     max_request_bytes: int = MAX_PAYLOAD_SIZE
+    # tasks in one submit request (413 above it); SDKs send batches of 128 (upstream, ours)
+    max_tasks_per_submit: int = 1000
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ServiceSettings:
@@ -56,13 +58,17 @@ class ServiceSettings:
         if unknown:
             raise SettingsError(f"unknown service setting(s) {unknown}; known: {sorted(known)}")
         settings = cls(**values)
-        try:
-            settings.port = int(settings.port)
-            settings.max_request_bytes = int(settings.max_request_bytes)
-            for name in ("task_ttl_s", "purge_interval_s", "endpoint_lock_s"):
-                setattr(settings, name, float(getattr(settings, name)))
-        except (TypeError, ValueError) as exc:
-            raise SettingsError(f"a numeric service setting is not a number: {exc}") from None
+        for f in fields(cls):
+            kind = {"int": int, "float": float}.get(str(f.type))
+            if kind is None:
+                continue
+            try:
+                setattr(settings, f.name, kind(getattr(settings, f.name)))
+            except (TypeError, ValueError):
+                raise SettingsError(
+                    f"service setting {f.name} is not a number ({f.type}): "
+                    f"{getattr(settings, f.name)!r}"
+                ) from None
         return settings
 
     @property

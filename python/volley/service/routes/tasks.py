@@ -50,6 +50,9 @@ router = APIRouter(tags=["tasks"], responses=COMMON_RESPONSES)
 _TASKS = cast(Table, Task.__table__)
 _SUBMISSIONS = cast(Table, Submission.__table__)
 _BROKER_ERRORS = (ConnectionError, TimeoutError, BrokerAdminError)
+# task messages built and confirmed at a time: a submit holds one chunk of messages (each the
+# function's code followed by the task's arguments) in memory, not the whole request
+PUBLISH_CHUNK = 500
 
 
 def _task_group(c: Caller, requested: uuid.UUID | None, now: float) -> TaskGroup:
@@ -73,6 +76,13 @@ def _validate(c: Caller, endpoint_id: str, body: SubmitBody) -> tuple[Any, dict[
     ep = owned_columns(c, Endpoint, endpoint_id, "endpoint", "allowed_functions")
     if not body.tasks or not all(body.tasks.values()):
         raise invalid("tasks: every function id needs at least one task payload")
+    count, limit = sum(len(p) for p in body.tasks.values()), c.state.settings.max_tasks_per_submit
+    if count > limit:
+        raise ApiError(
+            413, "TOO_MANY_TASKS",
+            f"{count} tasks in one submit request exceed the limit of {limit} (service setting "
+            "max_tasks_per_submit); send them in smaller batches",
+        )
     functions = {str(fid): owned_columns(c, Function, str(fid), "function", "code", public_ok=True)
                  for fid in body.tasks}
     if ep.allowed_functions is not None:
@@ -158,19 +168,29 @@ def _commit(c: Caller, sub: dict[str, Any], rows: list[dict[str, Any]]) -> Submi
         ) from exc
 
 
-def _publish(c: Caller, endpoint_id: str, messages: list[tuple[str, str, bytes]], body: SubmitBody) -> None:
-    """Publish the committed tasks and take what the broker confirmed out of the outbox.  A
-    failure is logged, not raised: the tasks are stored and the outbox publishes them."""
-    try:
-        confirmed = c.state.gateway.publish_tasks(
-            endpoint_id, messages,
-            resource_specification=body.resource_specification,
-            result_serializers=body.result_serializers,
-        )
-    except _BROKER_ERRORS as exc:
-        log.warning("publishing %d tasks for endpoint %s failed (%s); the outbox will publish them",
-                    len(messages), endpoint_id, exc)
-        return
+def _publish(c: Caller, endpoint_id: str, functions: dict[str, Any], rows: list[dict[str, Any]],
+             body: SubmitBody) -> None:
+    """Publish the committed tasks, ``PUBLISH_CHUNK`` messages built and confirmed at a time,
+    and take what the broker confirmed out of the outbox.  A failure is logged, not raised: the
+    tasks are stored and the outbox publishes the rest."""
+    confirmed: set[str] = set()
+    for i in range(0, len(rows), PUBLISH_CHUNK):
+        messages = [(r["id"], r["function_id"], pack_task(r["id"], functions[r["function_id"]].code + r["payload"]))
+                    for r in rows[i : i + PUBLISH_CHUNK]]
+        try:
+            done = c.state.gateway.publish_tasks(
+                endpoint_id, messages,
+                resource_specification=body.resource_specification,
+                result_serializers=body.result_serializers,
+            )
+        except _BROKER_ERRORS as exc:
+            log.warning("publishing %d tasks for endpoint %s failed (%s); the outbox will publish them",
+                        len(rows) - i, endpoint_id, exc)
+            break
+        del messages
+        confirmed |= done
+        if len(done) < len(rows[i : i + PUBLISH_CHUNK]):
+            break  # refused (a full queue, say): the rest would be too; the outbox tries later
     if not confirmed:
         return
     try:
@@ -214,7 +234,6 @@ def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> S
 
     sub_id = str(uuid.uuid4())
     rows: list[dict[str, Any]] = []
-    messages: list[tuple[str, str, bytes]] = []
     out: dict[str, list[str]] = {}
     for fid_key, payloads in body.tasks.items():
         fn = functions[str(fid_key)]
@@ -228,7 +247,6 @@ def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> S
                 "created_at": now, "updated_at": now, "submission_id": sub_id, "payload": payload,
                 "published": False,
             })
-            messages.append((tid, fn.id, pack_task(tid, fn.code + payload)))
     sub = {
         "id": sub_id, "owner_id": c.user_id, "request_id": request_id, "endpoint_id": ep.id,
         "task_group_id": group.id, "tasks": [[fid, ids] for fid, ids in out.items()],
@@ -241,7 +259,7 @@ def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> S
     if winner is not None:
         return _replay(c, winner, ep.id, body)
     with state.gateway.publishing(sub_id):
-        _publish(c, ep.id, messages, body)
+        _publish(c, ep.id, functions, rows, body)
     return {"request_id": request_id, "task_group_id": group.id, "endpoint_id": ep.id, "tasks": out}
 
 
