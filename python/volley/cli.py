@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -84,15 +87,12 @@ def token() -> None:
     """Bearer tokens of the web service."""
 
 
-@token.command("create")
-@click.option("--user", required=True, help="User name (created if new).")
-@click.option("--database-url", help="The service's database (default: the local stack's).")
-def token_create(user: str, database_url: str | None) -> None:
-    """Create a token for USER and print it (only its hash is stored)."""
+@contextmanager
+def _token_db(database_url: str | None, doing: str) -> Iterator[Any]:
+    """A session on the service's database (default: the local stack's); errors as click's."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from volley.config import volley_home
-    from volley.service.auth import create_token
     from volley.service.db import DatabaseError, init_db, make_engine
 
     url = database_url or f"sqlite:///{volley_home() / 'service' / 'service.db'}"
@@ -100,11 +100,95 @@ def token_create(user: str, database_url: str | None) -> None:
         engine = make_engine(url)
         try:
             with init_db(engine)() as s:
-                click.echo(create_token(s, user)[1])
+                yield s
         finally:
             engine.dispose()
     except (DatabaseError, SQLAlchemyError, ValueError) as exc:
-        raise click.ClickException(f"cannot create a token: {exc}") from exc
+        raise click.ClickException(f"cannot {doing}: {exc}") from exc
+
+
+_DB_OPTION = click.option("--database-url", help="The service's database (default: the local stack's).")
+
+
+@token.command("create")
+@click.option("--user", required=True, help="User name (created if new).")
+@click.option("--ttl-days", type=float, default=None,
+              help="Days until the token expires (default: the service setting token_ttl_s, "
+                   "90 days; 0: no expiry of its own).")
+@_DB_OPTION
+def token_create(user: str, ttl_days: float | None, database_url: str | None) -> None:
+    """Create a token for USER and print it (only its hash is stored)."""
+    from volley.service.auth import create_token
+    from volley.service.settings import ServiceSettings, SettingsError
+
+    if ttl_days is None:
+        try:
+            ttl_s = ServiceSettings.load().token_ttl_s
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from exc
+    else:
+        ttl_s = ttl_days * 86400.0
+    with _token_db(database_url, "create a token") as s:
+        click.echo(create_token(s, user, ttl_s=ttl_s)[1])
+
+
+def _when(ts: float | None, none: str) -> str:
+    from datetime import datetime, timezone
+
+    return none if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@token.command("list")
+@click.option("--user", help="Only this user's tokens.")
+@_DB_OPTION
+def token_list(user: str | None, database_url: str | None) -> None:
+    """List tokens: id, prefix, user, created, expires, last used (never the token itself)."""
+    from sqlalchemy import select
+
+    from volley.service.auth import token_id
+    from volley.service.models import Token, User
+
+    with _token_db(database_url, "list tokens") as s:
+        q = select(Token, User.name).join(User, User.id == Token.user_id).order_by(Token.created_at)
+        if user is not None:
+            q = q.where(User.name == user)
+        rows = list(s.execute(q))
+    click.echo(f"{'id':<12}  {'prefix':<12}  {'user':<20}  {'created':<20}  {'expires':<20}  last used")
+    for t, name in rows:
+        click.echo(f"{token_id(t.token_hash):<12}  {t.prefix or '-':<12}  {name:<20}  "
+                   f"{_when(t.created_at, '-'):<20}  {_when(t.expires_at, 'never'):<20}  "
+                   f"{_when(t.last_used_at, 'never')}")
+
+
+@token.command("revoke")
+@click.argument("token_ref")
+@_DB_OPTION
+def token_revoke(token_ref: str, database_url: str | None) -> None:
+    """Revoke the token whose id (from `volley token list`) or prefix (vly_...) starts with
+    TOKEN_REF.  Service processes stop accepting it within a minute (their token cache)."""
+    from sqlalchemy import delete, select
+
+    from volley.service.auth import SHOWN_PREFIX, TOKEN_PREFIX, token_id
+    from volley.service.models import Token
+
+    by_prefix = token_ref.startswith(TOKEN_PREFIX)
+    shortest = len(TOKEN_PREFIX) + 6 if by_prefix else 6
+    if len(token_ref) < shortest:
+        raise click.ClickException(f"give at least {shortest} characters of the token's id or prefix")
+    with _token_db(database_url, "revoke a token") as s:
+        if by_prefix:  # a whole token works too: its stored prefix is its start
+            q = select(Token.token_hash).where(Token.prefix.startswith(token_ref[:SHOWN_PREFIX]))
+            hashes = list(s.scalars(q))
+        else:
+            q = select(Token.token_hash).where(Token.token_hash.startswith(token_ref.lower()))
+            hashes = list(s.scalars(q))
+        if not hashes:
+            raise click.ClickException(f"no token with id or prefix {token_ref!r} (see `volley token list`)")
+        if len(hashes) > 1:
+            raise click.ClickException(f"{len(hashes)} tokens match {token_ref!r}: give more characters")
+        s.execute(delete(Token).where(Token.token_hash == hashes[0]))
+        s.commit()
+    click.echo(f"token {token_id(hashes[0])} revoked")
 
 
 def _register_subcommands() -> None:

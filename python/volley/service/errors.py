@@ -47,7 +47,7 @@ _HTTP_CODES = {
 
 # the same statuses documented on every authenticated route of the OpenAPI schema
 COMMON_RESPONSES: dict[int | str, dict[str, object]] = {
-    401: {"model": ErrorBody, "description": "missing, unknown or revoked bearer token"},
+    401: {"model": ErrorBody, "description": "missing, unknown, revoked or expired bearer token"},
     404: {"model": ErrorBody, "description": "no such object owned by the caller"},
     413: {"model": ErrorBody, "description": "request body over the size limit (10 MiB)"},
     422: {"model": ErrorBody, "description": "malformed request body or parameter"},

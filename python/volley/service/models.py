@@ -49,6 +49,13 @@ class Token(Base):
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    # the token's first 12 characters ("vly_" + 8 of its 43 random ones), to recognise it in
+    # `volley token list` and revoke it by; None for tokens made before it was kept
+    prefix: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    # None: no expiry of its own (it still expires token_ttl_s after created_at)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the last time a service process looked it up in the database (at most once a minute)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Function(Base):

@@ -43,6 +43,9 @@ class ServiceSettings:
     max_request_bytes: int = MAX_PAYLOAD_SIZE
     # tasks in one submit request (413 above it); SDKs send batches of 128 (upstream, ours)
     max_tasks_per_submit: int = 1000
+    # a bearer token stops working this long after it was made (0: only its own expires_at);
+    # also the lifetime `volley token create` gives new tokens
+    token_ttl_s: float = 90 * 24 * 3600.0
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ServiceSettings:

@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from volley.service.auth import TokenExpired, UnknownToken
 from volley.service.errors import ApiError, not_found, unauthorized
 from volley.service.state import ServiceState
 
@@ -45,15 +46,30 @@ async def caller(
     token = credentials.credentials.strip()
     session = state.sessions()
     try:
-        user_id = state.tokens.cached(token)
-        if user_id is None:
-            user_id = await run_in_threadpool(state.tokens.user_for, session, token)
-        if user_id is None:
-            raise unauthorized("unknown or revoked token; create one with `volley token create`")
+        try:
+            user_id = state.tokens.cached(token)
+            if user_id is None:
+                user_id = await run_in_threadpool(
+                    state.tokens.lookup, session, token, max_age_s=state.settings.token_ttl_s
+                )
+        except UnknownToken:
+            raise unauthorized("unknown or revoked token; create one with `volley token create`") from None
+        except TokenExpired as exc:
+            raise token_expired(exc.expired_at, exc.by_setting) from None
         yield Caller(state, session, user_id)
     finally:
         # returns the connection to the pool (a rollback of nothing after a commit)
         session.close()
+
+
+def token_expired(expired_at: float, by_setting: bool) -> ApiError:
+    why = (" (tokens live at most token_ttl_s seconds, a service setting)" if by_setting else "")
+    return ApiError(
+        401, "TOKEN_EXPIRED",
+        f"the bearer token expired at {iso(expired_at)}{why}; create a new one with "
+        "`volley token create --user <name>`",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
 
 
 def canonical_uuid(value: str) -> str | None:
