@@ -345,3 +345,24 @@ def test_exit_is_not_held_by_a_cancelled_future_that_never_resolves(stack: dict[
                           env=dict(os.environ, VOLLEY_HOME=stack["state_dir"]))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["cancelled", "True"]
+
+
+def test_a_service_that_stays_down_fails_only_that_batch_naming_the_cause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Submissions wait out a down service for $VOLLEY_SERVICE_RETRY_FOR seconds (default 300),
+    then fail that batch's futures with an error that says what and how to change it; the
+    Executor itself keeps working."""
+    import socket
+
+    monkeypatch.setenv("VOLLEY_SERVICE_RETRY_FOR", "0.5")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = Client(service_url=f"http://127.0.0.1:{port}", token="t", do_version_check=False)
+    with Executor(endpoint_id=str(uuid.uuid4()), client=client) as ex:
+        fid = str(uuid.uuid4())
+        first = ex.submit_to_registered_function(fid, args=(1,))
+        err = first.exception(timeout=60)
+        assert isinstance(err, ConnectionError)
+        assert "cannot reach the Volley service" in str(err) and "VOLLEY_SERVICE_RETRY_FOR" in str(err)
+        second = ex.submit_to_registered_function(fid, args=(2,))  # a later batch is tried afresh
+        assert isinstance(second.exception(timeout=60), ConnectionError)
