@@ -234,6 +234,18 @@ class Stack:
         if info.get("epmd_port"):
             self.epmd_ports.add(int(info["epmd_port"]))
 
+    def endpoint_consuming(self, timeout: float) -> bool:
+        """The launcher returns as soon as the service calls the endpoint online, which a killed
+        agent's last heartbeat still does; the agent itself writes ``daemon.ready`` (its pid)
+        once it consumes its queue again."""
+        ready = self.home / "endpoints" / "default" / "daemon.ready"
+
+        def consuming() -> bool:
+            pid = self.pid("endpoint")
+            return pid is not None and _read_pid(ready) == pid
+
+        return _wait_for(consuming, timeout)
+
     def pid(self, component: str) -> int | None:
         return _read_pid(self.home / self.PIDFILES[component])
 
@@ -265,7 +277,8 @@ class Stack:
             raise RuntimeError(f"{component}: process group {pgid} survived SIGKILL")
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pgid, os.WNOHANG)  # the launcher ran in this process: reap our child
-        return f"process group {pgid} ({len(members)} processes) SIGKILLed"
+        n = len(members)
+        return f"process group {pgid} ({n} process{'' if n == 1 else 'es'}) SIGKILLed"
 
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -520,6 +533,8 @@ class Phase:
                 if attempt == 2:
                     res.aborted = f"the launcher could not restart the {component}: {_error_text(exc)}"
                     return False
+        if component == "endpoint" and not self.stack.endpoint_consuming(timeout=120):
+            res.fault_note += "; the restarted agent did not report consuming within 120 s"
         res.repair_s = time.monotonic() - t_kill
         self.say(f"{component} back after {res.repair_s:.1f} s")
         return True
@@ -784,7 +799,7 @@ FAULT_TITLES = {
 
 def format_table(suite: SuiteResult) -> str:
     head = ("| transport | fault | tasks | right | wrong | errored | hung | surfaced twice | "
-            "lost (not at service) | run more than once | never run | tasks at service | back after | phase |")
+            "not at service | run more than once | never run | tasks at service | back after | phase |")
     rows = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in suite.phases:
         def bold(n: int) -> str:
@@ -795,7 +810,7 @@ def format_table(suite: SuiteResult) -> str:
             f"{bold(r.hung)} | {bold(r.surfaced_twice)} | {bold(r.not_submitted)} | "
             f"{r.executed_more_than_once:,} (+{r.extra_executions:,}) | {r.never_executed:,} | "
             f"{'?' if r.tasks_at_service is None else f'{r.tasks_at_service:,}'} | "
-            f"{r.repair_s:.1f} s | {r.phase_s:.0f} s |"
+            f"{'-' if r.fault == 'client' else f'{r.repair_s:.1f} s'} | {r.phase_s:.0f} s |"
         )
     return "\n".join(rows)
 
@@ -882,10 +897,13 @@ node, the service on SQLite, the default endpoint with its process-pool engine),
 restarted only by the project's launcher (`LocalStack(home).up()`, what `volley local up` runs),
 on the given transport for the SDK, the service and the endpoint alike. Submissions are spread
 over {s.spread_s:g} s; the fault strikes once {s.fault_at:.0%} of them are submitted and tasks are
-running, so it hits submission, execution and result delivery. *Tasks at service*: tasks the
-task group holds at the end (more than N means a submission created tasks twice). *Run more than
-once*: tasks with two or more execution records (in brackets: the extra executions). *Back
-after*: from the SIGKILL until the launcher had the stack back.
+running, so it hits submission, execution and result delivery. *Errored* futures count as lost
+(these tasks cannot fail by themselves). *Not at service*: submitted tasks the reloading process
+did not get back (client fault). *Tasks at service*: tasks the task group holds at the end (more
+than N means a submission created tasks twice). *Run more than once*: tasks with two or more
+execution records, written by the task itself on the endpoint (in brackets: the extra
+executions). *Back after*: from the SIGKILL until the launcher had the stack back (for the
+endpoint: until the new agent consumed its queue again).
 
 {format_table(suite)}
 
