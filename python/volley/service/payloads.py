@@ -8,7 +8,12 @@ the caller a 422 instead of a task that can only fail on the endpoint.
 
 from __future__ import annotations
 
+import re
+
 from volley.serialize.utils import pack_buffers
+
+# ASCII digits only: str.isdigit() also accepts "²" (int() raises) and "٣" (int() reads 3)
+_LENGTH = re.compile(r"[0-9]+")
 
 
 class MalformedPayload(ValueError):
@@ -24,8 +29,10 @@ def count_frames(packed: str) -> int:
         if newline < 0:
             raise MalformedPayload(f"frame {frames + 1}: no '<length>\\n' header at offset {pos}")
         header = packed[pos:newline]
-        if not header.isdigit():
-            raise MalformedPayload(f"frame {frames + 1}: length {header[:20]!r} is not a number")
+        if _LENGTH.fullmatch(header) is None:
+            raise MalformedPayload(
+                f"frame {frames + 1}: length {header[:20]!r} is not a number (ASCII digits 0-9)"
+            )
         start, length = newline + 1, int(header)
         if start + length > end:
             raise MalformedPayload(

@@ -125,7 +125,13 @@ class Engine:
         out: Future = Future()
         try:
             spec = self.check_resource_specification(dict(resource_specification or {}))
-        except ResourceSpecError as exc:
+        except Exception as exc:
+            # ResourceSpecError names the problem; anything else is a bug in a check, and
+            # still only this task's error: an exception escaping here would stop the agent,
+            # and the redelivered task would stop the next run too
+            if not isinstance(exc, ResourceSpecError):
+                log.exception("checking the resource specification of task %s failed", task_id)
+                exc = ResourceSpecError(f"could not be checked: {type(exc).__name__}: {exc}")
             out.set_result(error_result(
                 task_id, f"Failed to start task: InvalidResourceSpecification: {exc}",
                 "InvalidResourceSpecification", f"remote error: {exc}", self.endpoint_id,

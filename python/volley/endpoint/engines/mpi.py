@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 from typing import Any
 
@@ -23,17 +24,42 @@ from volley.endpoint.engines.base import ResourceSpecError
 MPI_KEYS = ("num_nodes", "ranks_per_node", "num_ranks", "launcher_options")
 MPI_FLAVORS = ("auto", "openmpi", "mpich")
 EXAMPLE = "e.g. {'num_nodes': 1, 'ranks_per_node': 2}"
+# A count given as text: ASCII digits only.  str.isdigit() also accepts "²" (int() raises
+# ValueError, which escaped to the agent) and "٣" (int() reads 3); past 4300 digits int()
+# raises too, so the length is bounded.
+_COUNT_TEXT = re.compile(r"\s*([0-9]{1,18})\s*", re.ASCII)
+# MPI counts ranks in a C int; a larger number (up to 4300 digits from JSON) would only make
+# the error texts below fail to format
+MAX_COUNT = 2**31 - 1
 
 
 def _count(spec: dict[str, Any], key: str) -> int | None:
     value = spec.get(key)
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        digits = _COUNT_TEXT.fullmatch(value)
+        if digits is None:
+            raise ResourceSpecError(
+                f"resource_specification[{key!r}] must be a positive integer, got {_short(value)}"
+            )
+        value = int(digits.group(1))
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ResourceSpecError(f"resource_specification[{key!r}] must be a positive integer, got {value!r}")
+        raise ResourceSpecError(
+            f"resource_specification[{key!r}] must be a positive integer, got {_short(value)}"
+        )
+    if value > MAX_COUNT:
+        raise ResourceSpecError(
+            f"resource_specification[{key!r}] must be at most {MAX_COUNT}, got {_short(value)}"
+        )
     return value
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_mpi_spec(spec: dict[str, Any], block_nodes: int) -> dict[str, Any]:
@@ -51,7 +77,7 @@ def check_mpi_spec(spec: dict[str, Any], block_nodes: int) -> dict[str, Any]:
     nodes, rpn, ranks = (_count(spec, k) for k in ("num_nodes", "ranks_per_node", "num_ranks"))
     options = spec.get("launcher_options", "")
     if not isinstance(options, str):
-        raise ResourceSpecError(f"resource_specification['launcher_options'] must be a string, got {options!r}")
+        raise ResourceSpecError(f"resource_specification['launcher_options'] must be a string, got {_short(options)}")
     if nodes is None:
         if ranks is None or rpn is None:
             raise ResourceSpecError(
