@@ -5,11 +5,14 @@ Runs on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from service_helpers import Service, task_payload
+from service_helpers import Service, new_uuid, task_payload, wait_for
+from volley.protocol import topology as topo
 from volley.sdk.executor import Executor
 from volley.service.models import Submission, Task
 from volley.service.routes import tasks as task_routes
@@ -101,3 +104,91 @@ def test_submit_builds_and_publishes_messages_a_chunk_at_a_time(
     queued = [p.headers["task_uuid"] for _m, p, _b in svc.broker.drain(f"{ep}.tasks")]
     assert queued == ids  # every task, once, in order
     assert svc.count(Task, owner_id=alice.id, published=True) == 7
+
+
+# --- broker queue limits ---------------------------------------------------------------------------
+def _queue_arguments(svc: Service, queue: str) -> dict[str, Any]:
+    from urllib.parse import quote
+
+    from service_helpers import management
+
+    api = management(svc.broker.info)
+    r = api.session.get(f"{api.base}/queues/{quote(svc.broker.vhost, safe='')}/{quote(queue, safe='')}",
+                        auth=api.auth, verify=api.verify, timeout=api.timeout)
+    assert r.status_code == 200, r.text
+    return dict(r.json()["arguments"])
+
+
+def test_every_queue_the_service_declares_is_bounded(svc: Service) -> None:
+    s = svc.state.settings
+    alice = svc.new_user()
+    fid = svc.register_function(alice)
+    ep = svc.register_endpoint(alice)["endpoint_id"]
+    tg = svc.submit(alice, ep, fid)["task_group_id"]
+    expected = {
+        "results": (s.results_queue_max_length, s.results_queue_max_bytes, "reject-publish"),
+        "heartbeats": (s.heartbeats_queue_max_length, s.heartbeats_queue_max_bytes, "reject-publish"),
+        f"{ep}.tasks": (s.task_queue_max_length, s.task_queue_max_bytes, "reject-publish"),
+        # a forward refused would stall the router for every tenant: the oldest result goes to
+        # the dead-letter queue instead (it is stored, and the SDK fetches it over REST)
+        f"sdk.{alice.id}.{tg}": (s.sdk_queue_max_length, s.sdk_queue_max_bytes, "drop-head"),
+        topo.DEAD_LETTER_QUEUE: (s.dead_letter_max_length, s.dead_letter_max_bytes, "drop-head"),
+    }
+    for queue, (length, size, overflow) in expected.items():
+        args = _queue_arguments(svc, queue)
+        assert length > 0 and size > 0
+        assert (args.get("x-max-length"), args.get("x-max-length-bytes"), args.get("x-overflow")) == (
+            length, size, overflow), (queue, args)
+
+
+@contextmanager
+def _own_service(broker_host: Any, tmp_path: Any, **overrides: Any) -> Iterator[Service]:
+    from service_helpers import start_service
+
+    yield from start_service(broker_host.new_vhost(), f"sqlite:///{tmp_path / 'own.db'}", "sqlite", **overrides)
+
+
+def test_full_task_queue_refuses_publishes_and_the_tasks_wait_in_the_outbox(
+    broker_host: Any, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with _own_service(broker_host, tmp_path, task_queue_max_length=2) as svc:
+        alice = svc.new_user()
+        fid = svc.register_function(alice)
+        ep = svc.register_endpoint(alice)["endpoint_id"]
+        with caplog.at_level("WARNING"):
+            answer = svc.submit(alice, ep, fid, *[(i,) for i in range(5)])
+        assert len(answer["tasks"][fid]) == 5
+        assert "full" in answer["warning"] and "task_queue_max_length" in answer["warning"], answer
+        assert any("full" in r.getMessage() and ep in r.getMessage() for r in caplog.records)
+        assert svc.broker.queue_depth(f"{ep}.tasks") == 2  # nothing beyond the bound, nothing lost:
+        assert svc.count(Task, owner_id=alice.id, published=False) == 3  # the rest waits
+        # as the endpoint takes tasks, the outbox fills the queue again
+        taken = [p.headers["task_uuid"] for _m, p, _b in svc.broker.drain(f"{ep}.tasks")]
+        wait_for(lambda: svc.count(Task, owner_id=alice.id, published=False) <= 1, what="outbox refill")
+        taken += [p.headers["task_uuid"] for _m, p, _b in svc.broker.drain(f"{ep}.tasks")]
+        wait_for(lambda: svc.count(Task, owner_id=alice.id, published=False) == 0, what="outbox refill")
+        taken += [p.headers["task_uuid"] for _m, p, _b in svc.broker.drain(f"{ep}.tasks")]
+        assert set(taken) == set(answer["tasks"][fid])
+
+
+def test_queues_declared_earlier_with_other_arguments_are_kept(broker_host: Any, tmp_path: Any) -> None:
+    """A broker set up by an older version or by hand: `results` and a task queue with
+    other bounds than the settings'."""
+    broker = broker_host.new_vhost()
+    ep = new_uuid()
+    old = {"x-dead-letter-exchange": topo.DEAD_LETTER_EXCHANGE, "x-max-length": 5}
+    conn = broker.connect()
+    try:
+        ch = conn.channel()
+        ch.queue_declare("results", durable=True, arguments=old)
+        ch.queue_declare(f"{ep}.tasks", durable=True, arguments=old)
+    finally:
+        conn.close()
+    from service_helpers import start_service
+
+    with contextmanager(start_service)(broker, f"sqlite:///{tmp_path / 'old.db'}", "sqlite") as svc:
+        alice = svc.new_user()
+        r = svc.client.put(f"/v3/endpoints/{ep}", json={"endpoint_name": "old"}, headers=alice.headers)
+        assert r.status_code == 200, r.text
+        assert _queue_arguments(svc, f"{ep}.tasks") == old
+        assert _queue_arguments(svc, "results") == old

@@ -14,7 +14,7 @@ from volley.service.credentials import BrokerCredentials
 from volley.service.db import init_db, make_engine
 from volley.service.errors import ApiError, install_error_handlers
 from volley.service.expiry import Purger
-from volley.service.gateway import BrokerGateway
+from volley.service.gateway import BrokerGateway, QueueLimits
 from volley.service.limits import BodySizeLimit
 from volley.service.outbox import OutboxPublisher
 from volley.service.restore import requeue_lost_tasks, restore_broker
@@ -40,7 +40,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         sessions = init_db(engine)
         gateway = BrokerGateway(
             settings.broker_url, ca_file=settings.ca_file, transport=settings.transport,
-            sdk_queue_ttl_s=settings.task_ttl_s,
+            sdk_queue_ttl_s=settings.task_ttl_s, limits=QueueLimits.of(settings),
         )
         threads: list[Any] = []
         try:

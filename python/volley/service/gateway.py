@@ -9,15 +9,50 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from typing import Any
 
 from volley.protocol import topology as topo
+from volley.service.settings import ServiceSettings
 from volley.transport import Publisher, open_publisher
+from volley.transport.base import PRECONDITION_FAILED, channel_code
 
 log = logging.getLogger(__name__)
 
 _DEAD_LETTER = {"x-dead-letter-exchange": topo.DEAD_LETTER_EXCHANGE}
-DEAD_LETTER_MAX_LENGTH = 100_000
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """The queue bounds of :class:`~volley.service.settings.ServiceSettings` (same names)."""
+
+    results_queue_max_length: int = ServiceSettings.results_queue_max_length
+    results_queue_max_bytes: int = ServiceSettings.results_queue_max_bytes
+    heartbeats_queue_max_length: int = ServiceSettings.heartbeats_queue_max_length
+    heartbeats_queue_max_bytes: int = ServiceSettings.heartbeats_queue_max_bytes
+    task_queue_max_length: int = ServiceSettings.task_queue_max_length
+    task_queue_max_bytes: int = ServiceSettings.task_queue_max_bytes
+    sdk_queue_max_length: int = ServiceSettings.sdk_queue_max_length
+    sdk_queue_max_bytes: int = ServiceSettings.sdk_queue_max_bytes
+    dead_letter_max_length: int = ServiceSettings.dead_letter_max_length
+    dead_letter_max_bytes: int = ServiceSettings.dead_letter_max_bytes
+
+    @classmethod
+    def of(cls, settings: ServiceSettings) -> QueueLimits:
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+
+    def arguments(self, kind: str, overflow: str = "reject-publish") -> dict[str, Any]:
+        """``x-max-length``/``x-max-length-bytes``/``x-overflow`` of queue ``kind`` (the
+        settings' prefix: ``results_queue``, ``task_queue``, ``dead_letter``, ...)."""
+        out: dict[str, Any] = {}
+        length, size = getattr(self, f"{kind}_max_length"), getattr(self, f"{kind}_max_bytes")
+        if length > 0:
+            out["x-max-length"] = length
+        if size > 0:
+            out["x-max-length-bytes"] = size
+        if out:
+            out["x-overflow"] = overflow
+        return out
 
 
 def task_headers(
@@ -39,8 +74,10 @@ def is_not_found(exc: BaseException) -> bool:
 
 
 class BrokerGateway:
-    def __init__(self, url: str, *, ca_file: str | None, transport: str | None, sdk_queue_ttl_s: float) -> None:
+    def __init__(self, url: str, *, ca_file: str | None, transport: str | None, sdk_queue_ttl_s: float,
+                 limits: QueueLimits | None = None) -> None:
         self.url = url
+        self.limits = limits or QueueLimits()
         self.ca_file = ca_file
         self.transport = transport
         # unused SDK queues vanish with the task records they would carry (the TTL)
@@ -69,23 +106,23 @@ class BrokerGateway:
         p.declare_exchange(topo.DEAD_LETTER_EXCHANGE, "fanout")
         # bounded: a misbehaving endpoint must not be able to fill the broker with garbage;
         # beyond the bound the oldest poison messages go (each was logged when it arrived)
-        self._declare_or_keep(
-            topo.DEAD_LETTER_QUEUE,
-            {"x-max-length": DEAD_LETTER_MAX_LENGTH, "x-overflow": "drop-head"},
-        )
+        self._declare_or_keep(topo.DEAD_LETTER_QUEUE, self.limits.arguments("dead_letter", "drop-head"))
         p.bind_queue(topo.DEAD_LETTER_QUEUE, topo.DEAD_LETTER_EXCHANGE, "")
         p.declare_exchange(topo.TASKS_EXCHANGE, "direct")
-        for exchange, queue in (
-            (topo.RESULTS_EXCHANGE, topo.RESULTS_QUEUE),
-            (topo.HEARTBEATS_EXCHANGE, topo.HEARTBEATS_QUEUE),
+        # full: an endpoint's publish is refused (nack) and it retries; nothing is dropped
+        for exchange, queue, kind in (
+            (topo.RESULTS_EXCHANGE, topo.RESULTS_QUEUE, "results_queue"),
+            (topo.HEARTBEATS_EXCHANGE, topo.HEARTBEATS_QUEUE, "heartbeats_queue"),
         ):
             p.declare_exchange(exchange, "topic")
-            p.declare_queue(queue, arguments=_DEAD_LETTER)
+            self._declare_or_keep(queue, {**_DEAD_LETTER, **self.limits.arguments(kind)})
             p.bind_queue(queue, exchange, f"*.{queue}")
 
     def declare_endpoint_queue(self, endpoint_id: str) -> None:
+        """Declare an endpoint's task queue: full, it refuses publishes (the tasks stay in the
+        outbox until the endpoint takes some)."""
         queue = topo.task_queue(endpoint_id)
-        self.publisher.declare_queue(queue, arguments=_DEAD_LETTER)
+        self._declare_or_keep(queue, {**_DEAD_LETTER, **self.limits.arguments("task_queue")})
         self.publisher.bind_queue(queue, topo.TASKS_EXCHANGE, queue)
 
     def delete_endpoint_queue(self, endpoint_id: str) -> None:
@@ -101,7 +138,11 @@ class BrokerGateway:
                 last = self._declared.get(name)
             if last is not None and now - last < self._redeclare_after_s:
                 return
-        self._declare_or_keep(name, {"x-expires": self.sdk_queue_expires_ms, **_DEAD_LETTER})
+        # full, its oldest result goes to the dead-letter queue rather than refuse the router's
+        # forward: a refusal would send the result back to the head of `results` and hold up
+        # every tenant's results; the result is stored and the SDK fetches it over REST
+        self._declare_or_keep(name, {"x-expires": self.sdk_queue_expires_ms, **_DEAD_LETTER,
+                                     **self.limits.arguments("sdk_queue", "drop-head")})
         with self._declared_lock:
             if len(self._declared) > 100_000:  # bounded: forget everything rather than grow
                 self._declared.clear()
@@ -114,9 +155,10 @@ class BrokerGateway:
         try:
             self.publisher.declare_queue(name, arguments=arguments)
         except ConnectionError as exc:  # both transports' "channel closed" errors are these
-            if "406" not in str(exc) and "PRECONDITION" not in str(exc):
+            if channel_code(exc) != PRECONDITION_FAILED:
                 raise
-            log.info("queue %r exists with other arguments than %s; keeping it", name, arguments)
+            log.warning("queue %r exists with other arguments than %s; keeping it as it is (a "
+                        "RabbitMQ policy can bound it)", name, arguments)
             self.publisher.declare_queue(name, passive=True)
 
     def publish_tasks(
@@ -152,11 +194,17 @@ class BrokerGateway:
         if len(confirmed) < len(tasks):
             refused = sorted({o for o in outcomes if o != "ack"})
             log.warning(
-                "the broker did not accept %d of %d task messages for endpoint %s (%s); "
+                "the broker did not accept %d of %d task messages for endpoint %s (%s%s); "
                 "they stay in the outbox", len(tasks) - len(confirmed), len(tasks), endpoint_id,
-                ", ".join(refused),
+                ", ".join(refused), f": {self.task_queue_full(endpoint_id)}" if "nack" in refused else "",
             )
         return confirmed
+
+    def task_queue_full(self, endpoint_id: str) -> str:
+        """What a refused (nacked) task publish means, for logs and answers."""
+        lim = self.limits
+        return (f"the task queue of endpoint {endpoint_id} is full (task_queue_max_length="
+                f"{lim.task_queue_max_length}, task_queue_max_bytes={lim.task_queue_max_bytes})")
 
     @contextmanager
     def publishing(self, submission_id: str) -> Iterator[None]:

@@ -145,6 +145,8 @@ class Submitted(TypedDict):
     task_group_id: str
     endpoint_id: str
     tasks: dict[str, list[str]]
+    # our extension: why some tasks wait in the outbox (a full task queue, the broker away)
+    warning: NotRequired[str]
 
 
 class TaskDoc(TypedDict):

@@ -46,6 +46,22 @@ class ServiceSettings:
     # a bearer token stops working this long after it was made (0: only its own expires_at);
     # also the lifetime `volley token create` gives new tokens
     token_ttl_s: float = 90 * 24 * 3600.0
+    # broker queue bounds (0: none).  A publish to a full queue is refused (x-overflow
+    # reject-publish: the publisher sees a nack), except on SDK queues and the dead-letter
+    # queue, where the oldest message goes to the dead-letter queue / is dropped (drop-head).
+    # Queues that exist with other arguments are kept as they are.
+    results_queue_max_length: int = 1_000_000
+    results_queue_max_bytes: int = 2 * 2**30
+    heartbeats_queue_max_length: int = 100_000
+    heartbeats_queue_max_bytes: int = 256 * 2**20
+    # per endpoint: what waits beyond it stays in the service's outbox until the queue drains
+    task_queue_max_length: int = 1_000_000
+    task_queue_max_bytes: int = 2 * 2**30
+    # per task group
+    sdk_queue_max_length: int = 1_000_000
+    sdk_queue_max_bytes: int = 2**30
+    dead_letter_max_length: int = 100_000
+    dead_letter_max_bytes: int = 2**30
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ServiceSettings:

@@ -169,11 +169,13 @@ def _commit(c: Caller, sub: dict[str, Any], rows: list[dict[str, Any]]) -> Submi
 
 
 def _publish(c: Caller, endpoint_id: str, functions: dict[str, Any], rows: list[dict[str, Any]],
-             body: SubmitBody) -> None:
+             body: SubmitBody) -> str | None:
     """Publish the committed tasks, ``PUBLISH_CHUNK`` messages built and confirmed at a time,
     and take what the broker confirmed out of the outbox.  A failure is logged, not raised: the
-    tasks are stored and the outbox publishes the rest."""
+    tasks are stored and the outbox publishes the rest.  Returns what the client should know
+    about tasks left waiting, if any."""
     confirmed: set[str] = set()
+    warning = None
     for i in range(0, len(rows), PUBLISH_CHUNK):
         messages = [(r["id"], r["function_id"], pack_task(r["id"], functions[r["function_id"]].code + r["payload"]))
                     for r in rows[i : i + PUBLISH_CHUNK]]
@@ -186,19 +188,27 @@ def _publish(c: Caller, endpoint_id: str, functions: dict[str, Any], rows: list[
         except _BROKER_ERRORS as exc:
             log.warning("publishing %d tasks for endpoint %s failed (%s); the outbox will publish them",
                         len(rows) - i, endpoint_id, exc)
+            warning = (f"{len(rows) - len(confirmed)} of {len(rows)} tasks wait in the service's "
+                       f"outbox: the broker did not take them ({exc}); they are queued when it does")
             break
         del messages
         confirmed |= done
         if len(done) < len(rows[i : i + PUBLISH_CHUNK]):
-            break  # refused (a full queue, say): the rest would be too; the outbox tries later
+            # refused: the endpoint's queue is full (reject-publish); so would the rest be
+            warning = (f"{len(rows) - len(confirmed)} of {len(rows)} tasks wait in the service's "
+                       f"outbox: {c.state.gateway.task_queue_full(endpoint_id)}; they are queued "
+                       "as the endpoint takes tasks")
+            log.warning("submission to endpoint %s: %s", endpoint_id, warning)
+            break
     if not confirmed:
-        return
+        return warning
     try:
         mark_published(c.session, list(confirmed))
         c.session.commit()
     except DBAPIError as exc:  # then the outbox publishes them again: a harmless duplicate
         c.session.rollback()
         log.warning("could not mark %d published tasks (%s)", len(confirmed), exc.orig)
+    return warning
 
 
 @router.post(
@@ -259,8 +269,12 @@ def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> S
     if winner is not None:
         return _replay(c, winner, ep.id, body)
     with state.gateway.publishing(sub_id):
-        _publish(c, ep.id, functions, rows, body)
-    return {"request_id": request_id, "task_group_id": group.id, "endpoint_id": ep.id, "tasks": out}
+        warning = _publish(c, ep.id, functions, rows, body)
+    answer: Submitted = {"request_id": request_id, "task_group_id": group.id, "endpoint_id": ep.id,
+                         "tasks": out}
+    if warning:
+        answer["warning"] = warning
+    return answer
 
 
 def task_doc(t: Task) -> TaskDoc:
