@@ -8,6 +8,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from volley.private_files import private_dir, write_private
+
 
 def volley_home() -> Path:
     return Path(os.environ.get("VOLLEY_HOME") or Path.home() / ".volley").expanduser()
@@ -25,13 +27,11 @@ class ClientConfig:
     endpoint_id: str | None = None  # the default endpoint of the local stack
 
     def save(self, path: Path | None = None) -> Path:
+        """Write the configuration (it holds the token) as a 0600 file in a 0700 directory,
+        atomically, created with that mode (see volley.private_files)."""
         path = path or config_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
-        return path
+        private_dir(path.parent)
+        return write_private(path, json.dumps(asdict(self), indent=2))
 
 
 def load_client_config() -> ClientConfig:

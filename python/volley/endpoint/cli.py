@@ -11,6 +11,7 @@ import click
 
 from volley.endpoint import local
 from volley.endpoint.config import ENGINE_ALIASES, ENGINE_TYPES
+from volley.private_files import private_dir, write_private
 
 
 def _dir(name: str) -> Any:
@@ -48,10 +49,10 @@ def configure(name: str, engine_type: str, display_name: str | None, max_workers
     cfg = d / "config.yaml"
     if cfg.exists() and not force:
         raise click.ClickException(f"{cfg} exists; edit it, or pass --force to overwrite it")
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(d)  # the endpoint's state (results waiting for the broker, logs) is private
     engine_type = ENGINE_ALIASES.get(engine_type, engine_type)
-    cfg.write_text(local.render_config(engine_type, display_name=display_name, workers=max_workers,
-                                       sandbox=sandbox, heartbeat_period=heartbeat_period))
+    write_private(cfg, local.render_config(engine_type, display_name=display_name, workers=max_workers,
+                                           sandbox=sandbox, heartbeat_period=heartbeat_period))
     click.echo(f"configured endpoint {name!r} ({engine_type}) in {cfg}")
     click.echo(f"start it with: volley endpoint start {name}")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from volley.config import volley_home
+from volley.private_files import open_private_append, private_dir
 
 _BAD_NAME = re.compile(r"[\s/\\'\"]")
 
@@ -156,9 +157,10 @@ def start_detached(name: str, directory: Path, *, transport: str | None = None, 
     cmd = [sys.executable, "-m", "volley.endpoint", name]
     if transport:
         cmd += ["--transport", transport]
+    private_dir(directory)  # one configured by an older Volley may be 0755
     log = directory / "endpoint.log"
     (directory / "daemon.ready").unlink(missing_ok=True)
-    with open(log, "ab") as out:
+    with os.fdopen(open_private_append(log), "ab") as out:  # task output lands here: 0600
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=directory, env=env)
     deadline = time.monotonic() + timeout

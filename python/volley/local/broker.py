@@ -25,6 +25,7 @@ from volley.local.ports import free_port, port_open
 from volley.local.procs import alive as _alive
 from volley.local.procs import log_tail, read_pid, spawn
 from volley.local.procs import terminate_group as _terminate_group
+from volley.private_files import private_dir, write_private
 
 SERVER_BIN = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 CTL_BIN = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
@@ -85,7 +86,7 @@ class RabbitNode:
 
     # --- configuration --------------------------------------------------------------------
     def prepare(self) -> BrokerInfo:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         if self.info_file.exists():
             info = BrokerInfo(**json.loads(self.info_file.read_text()))
             # ports may have been taken while we were down: pick new ones, keep identity
@@ -110,8 +111,7 @@ class RabbitNode:
         tls = ensure_tls_files(self.dir / "tls")
         info.ca_file = str(tls["ca"])
         self._write_config(info, tls)
-        self.info_file.write_text(json.dumps(asdict(info), indent=2))
-        os.chmod(self.info_file, 0o600)
+        write_private(self.info_file, json.dumps(asdict(info), indent=2))  # the admin password
         return info
 
     def _write_config(self, info: BrokerInfo, tls: dict[str, Path]) -> None:
@@ -130,9 +130,9 @@ class RabbitNode:
             ],
         }
         defs = self.dir / "definitions.json"
-        defs.write_text(json.dumps(definitions, indent=2))
-        os.chmod(defs, 0o600)
-        (self.dir / "rabbitmq.conf").write_text(
+        write_private(defs, json.dumps(definitions, indent=2))
+        write_private(
+            self.dir / "rabbitmq.conf",
             "\n".join(
                 [
                     "listeners.tcp = none",
@@ -159,9 +159,9 @@ class RabbitNode:
                 ]
             )
         )
-        (self.dir / "enabled_plugins").write_text("[rabbitmq_management].\n")
-        (self.dir / "rabbitmq-env.conf").write_text("# private node: settings come from the environment\n")
-        (self.dir / "advanced.config").write_text("[].\n")
+        write_private(self.dir / "enabled_plugins", "[rabbitmq_management].\n")
+        write_private(self.dir / "rabbitmq-env.conf", "# private node: settings come from the environment\n")
+        write_private(self.dir / "advanced.config", "[].\n")
 
     def env(self, info: BrokerInfo) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -12,23 +11,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from volley.private_files import private_dir, private_file, write_private
+
 
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Volley local stack"),
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _write(path: Path, data: bytes, private: bool = False) -> None:
-    path.write_bytes(data)
-    if private:
-        os.chmod(path, 0o600)
-
-
 def ensure_tls_files(directory: Path) -> dict[str, Path]:
-    """Create (once) ``ca.pem``, ``server.pem`` and ``server.key`` in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Create (once) ``ca.pem``, ``server.pem`` and ``server.key`` in ``directory``: all 0600
+    (the key from its creation; the certificates are public by nature, but only this user's
+    programs read them) in a 0700 directory."""
+    private_dir(directory)
     files = {"ca": directory / "ca.pem", "cert": directory / "server.pem", "key": directory / "server.key"}
     if all(p.exists() for p in files.values()):
+        for p in files.values():
+            private_file(p)  # made by an older Volley: the certificates were 0644
         return files
     now = dt.datetime.now(dt.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -73,12 +72,11 @@ def ensure_tls_files(directory: Path) -> dict[str, Path]:
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
-    _write(files["ca"], ca_cert.public_bytes(pem))
-    _write(files["cert"], cert.public_bytes(pem))
-    _write(
+    write_private(files["ca"], ca_cert.public_bytes(pem))
+    write_private(files["cert"], cert.public_bytes(pem))
+    write_private(
         files["key"],
         key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL,
                           serialization.NoEncryption()),
-        private=True,
     )
     return files

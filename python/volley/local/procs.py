@@ -9,15 +9,23 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from volley.private_files import open_private_append, write_private
+
+# The stack's daemons (broker, service, default endpoint) keep all their state under
+# $VOLLEY_HOME; whatever they create there (RabbitMQ's data, the SQLite database and its -wal
+# and -shm, logs, task directories) is owner-only from its creation.
+DAEMON_UMASK = 0o077
+
 
 def spawn(cmd: Sequence[str], *, env: Mapping[str, str], log: Path, pidfile: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` detached (own session, so it outlives the CLI), output appended to ``log``."""
-    with open(log, "ab") as out:
+    """Start ``cmd`` detached (own session, so it outlives the CLI), output appended to ``log``
+    (0600), with umask 077."""
+    with os.fdopen(open_private_append(log), "ab") as out:
         proc = subprocess.Popen(
             list(cmd), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            stderr=subprocess.STDOUT, start_new_session=True, umask=DAEMON_UMASK,
         )
-    pidfile.write_text(str(proc.pid))
+    write_private(pidfile, str(proc.pid), fsync=False)
     return proc
 
 

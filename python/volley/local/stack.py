@@ -9,6 +9,9 @@ Layout::
 
 ``up`` is idempotent (it starts only what is not running); ``down`` stops only what ``up``
 started, newest first, and waits until each process group is gone.
+
+All of it is private: directories 0700 and files 0600, created with that mode (see
+volley.private_files); the daemons run with umask 077 (volley.local.procs.spawn).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from volley.config import ClientConfig, volley_home
 from volley.local.broker import BrokerInfo, RabbitNode
 from volley.local.ports import can_bind, free_port
 from volley.local.procs import alive, log_tail, read_pid, spawn, terminate_group
+from volley.private_files import private_dir, private_file, write_private
 
 DEFAULT_ENDPOINT = "default"
 DEFAULT_ENDPOINT_CONFIG = """\
@@ -77,7 +81,7 @@ class LocalStack:
 
     # --- up -----------------------------------------------------------------------------------
     def up(self, timeout: float = 120.0) -> dict[str, Any]:
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
         info = self._up_broker()
         cfg = self._up_service(info, timeout)
         self._up_endpoint(cfg, timeout)
@@ -102,7 +106,7 @@ class LocalStack:
         return info
 
     def _up_service(self, info: BrokerInfo, timeout: float) -> ClientConfig:
-        self.service_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.service_dir)
         settings = self._service_settings() or {}
         settings.update(
             database_url=f"sqlite:///{self.service_dir / 'service.db'}",
@@ -123,9 +127,9 @@ class LocalStack:
             if not (isinstance(old_port, int) and can_bind(old_port)):
                 settings["port"] = free_port()
             self._retire_legacy_database()
+        self._private_database()
         path = self._service_settings_path()
-        path.write_text(json.dumps(settings, indent=2))
-        os.chmod(path, 0o600)
+        write_private(path, json.dumps(settings, indent=2))  # the secret key
         url = f"http://127.0.0.1:{settings['port']}"
 
         cfg = ClientConfig()
@@ -160,6 +164,19 @@ class LocalStack:
                 pass
             time.sleep(0.1)
         raise StackError(f"the service did not answer at {url} within {timeout:.0f}s")
+
+    def _private_database(self) -> None:
+        """The SQLite database holds function code, arguments, results and token hashes.
+        SQLite creates it with mode 0644 (less the umask) on first use, here or in the
+        service: create it empty and 0600 first (an empty file is an empty database).  SQLite
+        gives its -wal and -shm files the mode of the database file; any left by an older
+        Volley are narrowed too."""
+        db = self.service_dir / "service.db"
+        private_file(db)
+        for suffix in ("-wal", "-shm", "-journal"):
+            side = Path(str(db) + suffix)
+            if side.exists():
+                private_file(side)
 
     def _retire_legacy_database(self) -> None:
         """Move aside a database made by the pre-migration skeleton; a new one is created."""
@@ -206,10 +223,11 @@ class LocalStack:
             engine.dispose()
 
     def _up_endpoint(self, cfg: ClientConfig, timeout: float) -> None:
-        self.endpoint_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.endpoint_dir.parent)
+        private_dir(self.endpoint_dir)
         config = self.endpoint_dir / "config.yaml"
         if not config.exists():
-            config.write_text(DEFAULT_ENDPOINT_CONFIG.format(workers=max(2, os.cpu_count() or 2)))
+            write_private(config, DEFAULT_ENDPOINT_CONFIG.format(workers=max(2, os.cpu_count() or 2)))
         pidfile = self.endpoint_dir / "agent.pid"
         if self._pid_alive(pidfile):
             self.progress("endpoint: already running")
