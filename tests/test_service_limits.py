@@ -192,3 +192,84 @@ def test_queues_declared_earlier_with_other_arguments_are_kept(broker_host: Any,
         assert r.status_code == 200, r.text
         assert _queue_arguments(svc, f"{ep}.tasks") == old
         assert _queue_arguments(svc, "results") == old
+
+
+# --- task group pages ------------------------------------------------------------------------------
+def _group_page(svc: Service, user: Any, tg: str, **params: Any) -> Any:
+    return svc.client.get(f"/v2/taskgroup/{tg}", params=params, headers=user.headers)
+
+
+def test_task_group_listing_comes_in_pages(svc: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice = svc.new_user()
+    fid = svc.register_function(alice)
+    ep = svc.register_endpoint(alice)["endpoint_id"]
+    tg = svc.submit(alice, ep, fid, *[(i,) for i in range(3)])["task_group_id"]
+    ids = svc.submit(alice, ep, fid, *[(i,) for i in range(4)], task_group_id=tg)["tasks"][fid]
+    monkeypatch.setattr(svc.state.settings, "max_task_group_page", 3)
+    seen: list[str] = []
+    r = _group_page(svc, alice, tg)  # upstream's call: no parameters, the first (largest) page
+    while True:
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["taskgroup_id"] == tg and len(doc["tasks"]) <= 3
+        assert all(set(t) == {"id", "created_at"} for t in doc["tasks"])
+        seen += [t["id"] for t in doc["tasks"]]
+        if "next" not in doc:
+            break
+        r = _group_page(svc, alice, tg, after=doc["next"], limit=2)
+    assert len(seen) == 7 == len(set(seen)) and seen[-4:] == sorted(seen[-4:]) and set(ids) < set(seen)
+    # a group that fits in a page: exactly the old answer, no `next`
+    small = svc.submit(alice, ep, fid, *[(i,) for i in range(3)])["task_group_id"]
+    assert set(_group_page(svc, alice, small).json()) == {"taskgroup_id", "tasks"}
+
+
+def test_task_group_page_over_the_limit_or_bad_cursor_is_422(svc: Service) -> None:
+    alice = svc.new_user()
+    fid = svc.register_function(alice)
+    ep = svc.register_endpoint(alice)["endpoint_id"]
+    tg = svc.submit(alice, ep, fid)["task_group_id"]
+    limit = svc.state.settings.max_task_group_page
+    _error(_group_page(svc, alice, tg, limit=limit + 1), 422, "INVALID_REQUEST", str(limit), "max_task_group_page")
+    _error(_group_page(svc, alice, tg, limit=0), 422, "INVALID_REQUEST", "limit")
+    _error(_group_page(svc, alice, tg, after="garbage"), 422, "INVALID_REQUEST", "after")
+
+
+def test_executor_reload_tasks_follows_the_pages(svc: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service_helpers import endpoint_publish_result, result_body
+
+    alice = svc.new_user()
+    fid = svc.register_function(alice)
+    reg = svc.register_endpoint(alice)
+    answer = svc.submit(alice, reg["endpoint_id"], fid, *[(i,) for i in range(5)])
+    ids = answer["tasks"][fid]
+    for i, tid in enumerate(ids):
+        endpoint_publish_result(svc, reg, result_body(tid, i * i))
+    wait_for(lambda: svc.count(Task, owner_id=alice.id, status="success") == 5, what="the results")
+    monkeypatch.setattr(svc.state.settings, "max_task_group_page", 2)
+
+    class Api:  # the SDK's HTTP client, over the in-process service
+        def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+            r = svc.client.get(path, params=params, headers=alice.headers)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        def post(self, path: str, json: Any = None) -> Any:
+            r = svc.client.post(path, json=json, headers=alice.headers)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+    class ServiceClient:
+        def __init__(self) -> None:
+            from volley.serialize import ComputeSerializer
+
+            self._api = Api()
+            self.fx_serializer = ComputeSerializer()
+            self.ca_file = svc.broker.info.ca_file
+
+        def get_result_amqp_url(self) -> dict[str, Any]:
+            return svc.result_url(alice)
+
+    with Executor(client=ServiceClient(), task_group_id=answer["task_group_id"]) as ex:  # type: ignore[arg-type]
+        futures = list(ex.reload_tasks())
+        assert sorted(f.task_id for f in futures) == sorted(ids)
+        assert sorted(f.result(timeout=30) for f in futures) == [i * i for i in range(5)]

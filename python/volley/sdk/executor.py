@@ -413,13 +413,19 @@ class Executor(_StdExecutor):
         if self.task_group_id is None:
             raise ValueError("must specify a task_group_id in order to reload tasks")
         tg = str(self.task_group_id)
+        listed: list[dict[str, Any]] = []
         resp = self.client._api.get(f"/v2/taskgroup/{tg}")
-        if resp.get("taskgroup_id") != tg:
-            raise ValueError(f"Server did not respond with requested TaskGroup Tasks.  (requested: {tg})")
+        while True:
+            if resp.get("taskgroup_id") != tg:
+                raise ValueError(f"Server did not respond with requested TaskGroup Tasks.  (requested: {tg})")
+            listed.extend(resp.get("tasks", []))
+            if not resp.get("next"):  # a Volley service pages large groups; upstream never does
+                break
+            resp = self.client._api.get(f"/v2/taskgroup/{tg}", params={"after": resp["next"]})
         watcher = watcher_for(tg, self.client, transport=self.transport, port=self.amqp_port)
         already = {f.task_id for f in watcher.open_futures()}
         futures = {}
-        for t in resp.get("tasks", []):
+        for t in listed:
             if t["id"] not in already:
                 fut = ComputeFuture(t["id"])
                 fut._metadata.update(task_group_uuid=self.task_group_id, executor_id=id(self),

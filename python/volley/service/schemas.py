@@ -173,6 +173,8 @@ class TaskGroupMember(TypedDict):
 class TaskGroupDoc(TypedDict):
     taskgroup_id: str
     tasks: list[TaskGroupMember]
+    # our extension: present when more tasks follow; pass it as `after` for the next page
+    next: NotRequired[str]
 
 
 class AmqpResultUrl(TypedDict):

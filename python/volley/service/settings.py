@@ -46,6 +46,9 @@ class ServiceSettings:
     # a bearer token stops working this long after it was made (0: only its own expires_at);
     # also the lifetime `volley token create` gives new tokens
     token_ttl_s: float = 90 * 24 * 3600.0
+    # tasks per page of GET /v2/taskgroup/{id}: the default and largest `limit`.  A page of
+    # 10,000 is ~0.8 MB of JSON; an upstream SDK (which reads no `next`) reloads that many
+    max_task_group_page: int = 10_000
     # broker queue bounds (0: none).  A publish to a full queue is refused (x-overflow
     # reject-publish: the publisher sees a nack), except on SDK queues and the dead-letter
     # queue, where the oldest message goes to the dead-letter queue / is dropped (drop-head).

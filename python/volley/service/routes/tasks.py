@@ -9,7 +9,7 @@ import uuid
 from typing import Any, cast
 
 from fastapi import APIRouter, Depends
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, and_, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from volley.protocol import topology as topo
@@ -28,6 +28,7 @@ from volley.service.payloads import MalformedPayload, check_frames
 from volley.service.routes.common import (
     Caller,
     caller,
+    canonical_uuid,
     invalid,
     iso,
     owned,
@@ -320,24 +321,55 @@ def batch_status(body: BatchStatusBody, c: Caller = Depends(caller)) -> BatchSta
     return {"response": "batch", "results": results}
 
 
-@router.get("/v2/taskgroup/{task_group_id}", responses={503: {"model": ErrorBody}})
-def get_task_group(task_group_id: str, c: Caller = Depends(caller)) -> TaskGroupDoc:
-    """The group's tasks; also (re)declares its result queue, so an SDK reloading the group
-    (``Executor.reload_tasks``) streams whatever is still to come."""
-    group = owned(c, TaskGroup, task_group_id, "task group")
+def _cursor(after: str) -> tuple[float, str]:
+    """The position ``<created_at>_<task id>`` a page's ``next`` names."""
+    ts, _, tid = after.partition("_")
+    key = canonical_uuid(tid)
     try:
-        c.state.gateway.declare_sdk_queue(topo.sdk_queue_prefix(c.user_id) + group.id)
-    except _BROKER_ERRORS as exc:
-        raise broker_unavailable(exc) from exc
-    if not group.has_queue:
-        group.has_queue = True
-        c.session.commit()
-    rows = c.session.execute(
-        select(Task.id, Task.created_at)
-        .where(Task.task_group_id == group.id, Task.updated_at >= task_cutoff(c))
-        .order_by(Task.created_at)
-    )
-    return {"taskgroup_id": group.id, "tasks": [{"id": i, "created_at": iso(ts)} for i, ts in rows]}
+        value = float(ts)
+    except ValueError:
+        key = None
+    if key is None:
+        raise invalid(f"after: {after!r} is not a cursor from a task group page's `next`")
+    return value, key
+
+
+@router.get("/v2/taskgroup/{task_group_id}", responses={503: {"model": ErrorBody}})
+def get_task_group(task_group_id: str, limit: int | None = None, after: str | None = None,
+                   c: Caller = Depends(caller)) -> TaskGroupDoc:
+    """The group's tasks, oldest first, at most ``limit`` (default and maximum: the setting
+    ``max_task_group_page``) from the position ``after``; ``next``, present when more follow,
+    is the ``after`` of the next page.  The first page also (re)declares the group's result
+    queue, so an SDK reloading the group (``Executor.reload_tasks``) streams whatever is still
+    to come."""
+    most = c.state.settings.max_task_group_page
+    if limit is not None and not 1 <= limit <= most:
+        raise invalid(f"limit: {limit} is not between 1 and {most} (service setting max_task_group_page)")
+    position = _cursor(after) if after is not None else None
+    group = owned(c, TaskGroup, task_group_id, "task group")
+    if position is None:
+        try:
+            c.state.gateway.declare_sdk_queue(topo.sdk_queue_prefix(c.user_id) + group.id)
+        except _BROKER_ERRORS as exc:
+            raise broker_unavailable(exc) from exc
+        if not group.has_queue:
+            group.has_queue = True
+            c.session.commit()
+    size = limit or most
+    q = (select(Task.id, Task.created_at)
+         .where(Task.task_group_id == group.id, Task.updated_at >= task_cutoff(c))
+         .order_by(Task.created_at, Task.id)
+         .limit(size + 1))
+    if position is not None:
+        q = q.where(or_(Task.created_at > position[0],
+                        and_(Task.created_at == position[0], Task.id > position[1])))
+    rows = list(c.session.execute(q))
+    doc: TaskGroupDoc = {"taskgroup_id": group.id,
+                         "tasks": [{"id": i, "created_at": iso(ts)} for i, ts in rows[:size]]}
+    if len(rows) > size:
+        last_id, last_ts = rows[size - 1]
+        doc["next"] = f"{last_ts!r}_{last_id}"
+    return doc
 
 
 @router.get("/v2/get_amqp_result_connection_url", responses={503: {"model": ErrorBody}})
