@@ -918,6 +918,38 @@ mod tests {
         );
     }
 
+    /// Issue 12, finding 6: nesting is refused at serde_json's recursion limit (128 levels),
+    /// long before the decoding thread's stack could overflow, in bodies and in JSON
+    /// arguments to the packers alike.
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        for depth in [129usize, 100_000, 1_000_000] {
+            let arrays = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let objects = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+            for nested in [&arrays, &objects] {
+                let e = err(&body(&format!(
+                    r#"{{"message_type":"result","data":{{"task_id":"{ID}","data":"","details":{{"d":{nested}}}}}}}"#
+                )));
+                assert!(
+                    e.starts_with("body is not valid JSON: recursion limit exceeded"),
+                    "{e}"
+                );
+                let e = pack_status_report(ID, &format!("{{\"d\":{nested}}}"), "{}").unwrap_err();
+                assert!(e.to_string().contains("recursion limit exceeded"), "{e}");
+            }
+        }
+        // serde_json takes 127 levels: the envelope, data and details objects are three
+        let result = |depth: usize| {
+            body(&format!(
+                r#"{{"message_type":"result","data":{{"task_id":"{ID}","data":"","details":{{"d":{}{}}}}}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            ))
+        };
+        assert!(decode(&result(124)).is_ok());
+        assert!(err(&result(125)).contains("recursion limit exceeded"));
+    }
+
     #[test]
     fn repr_matches_python_for_ascii() {
         assert_eq!(py_repr_str("a'b"), r#""a'b""#);

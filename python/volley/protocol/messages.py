@@ -146,7 +146,17 @@ def _str_field(data: dict[str, Any], field: str, kind: str) -> str:
 
 
 def decode(body: bytes | bytearray | memoryview) -> Message:
-    """Decode one packed message; raise :class:`InvalidMessageError` naming what is wrong."""
+    """Decode one packed message; raise :class:`InvalidMessageError` naming what is wrong.
+
+    Nesting deeper than the interpreter's recursion limit (json raises RecursionError, not
+    ValueError) is invalid too; the native codec stops at 128 levels (serde_json's limit)."""
+    try:
+        return _decode(body)
+    except RecursionError:
+        raise InvalidMessageError("body is not valid JSON: nested too deeply") from None
+
+
+def _decode(body: bytes | bytearray | memoryview) -> Message:
     buf = bytes(body)
     if not buf:
         raise InvalidMessageError("empty message body")

@@ -111,10 +111,15 @@ class PikaConsumer:
         self._last_tag = tag
         message = invalid = None
         if self._decode:
+            # Any failure to decode makes an invalid delivery the caller dead-letters: an
+            # exception escaping this callback would break the consumer, and the message
+            # would come back first after every reconnect.
             try:
                 message = decode(body)
             except InvalidMessageError as exc:
                 invalid = str(exc)
+            except Exception as exc:
+                invalid = f"could not decode the body: {type(exc).__name__}: {str(exc)[:200]}"
         self._buffer.append(
             Delivery(
                 tag=tag,
