@@ -169,6 +169,12 @@ class PikaConsumer:
                     self._conn.process_data_events(time_limit=remaining)
                 except (*_CONNECTION_ERRORS, pex.AMQPChannelError, AssertionError) as exc:
                     self._reconnect(exc)
+                except ValueError as exc:
+                    # pika's I/O loop raises this ("Timeout closed before call") when a broker
+                    # went away while a wait was being set up: a lost connection like the others
+                    if self._conn is not None and self._conn.is_open:
+                        raise
+                    self._reconnect(exc)
             if self._closing:
                 self._finish_close()
                 return []
