@@ -32,6 +32,14 @@ CTL_BIN = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
 # Tasks may run for a day or more before their delivery is acked (a result is published first),
 # so the broker must not reclaim unacked deliveries after its 30-minute default.
 CONSUMER_TIMEOUT_MS = 7 * 24 * 3600 * 1000
+# The largest message the node accepts (RabbitMQ's default is 128 MiB); a publish above it
+# closes the publisher's channel with 406 PRECONDITION_FAILED.  The largest legitimate message
+# is a task (function code + arguments, at most MAX_PAYLOAD_SIZE = 10 MiB characters together)
+# or a result (at most 10 MiB characters of data) inside its JSON envelope: the envelope adds
+# under 1 KiB, and the default serializers write base64 lines, whose newlines JSON escapes in
+# two bytes (+1.3%), so such messages stay under 10.2 MiB.  16 MiB leaves room for text that
+# needs more escaping (quotes and backslashes in source code) or multi-byte UTF-8.
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 
 class BrokerError(RuntimeError):
@@ -145,6 +153,7 @@ class RabbitNode:
                     "loopback_users = none",
                     f"load_definitions = {defs}",
                     f"consumer_timeout = {CONSUMER_TIMEOUT_MS}",
+                    f"max_message_size = {MAX_MESSAGE_SIZE}",
                     # the management API (HTTPS on loopback only) is how the service creates
                     # per-user and per-endpoint broker users; its statistics are not needed
                     f"management.ssl.port = {info.management_port}",
