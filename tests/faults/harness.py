@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
@@ -211,7 +210,6 @@ class Stack:
         self.transport = transport
         self.log = log
         self.groups: set[int] = set()        # every process group this stack ever had
-        self.epmd_ports: set[int] = set()    # every private epmd the broker ever started
 
     def _launcher(self) -> Any:
         from volley.local.stack import LocalStack
@@ -230,9 +228,6 @@ class Stack:
             pid = self.pid(name)
             if pid is not None:
                 self.groups.add(pid)  # each was spawned as the leader of its own session
-        info = self.broker_info()
-        if info.get("epmd_port"):
-            self.epmd_ports.add(int(info["epmd_port"]))
 
     def endpoint_consuming(self, timeout: float) -> bool:
         """The launcher returns as soon as the service calls the endpoint online, which a killed
@@ -300,10 +295,27 @@ class Stack:
             if _group_members(pgid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pgid, signal.SIGKILL)
-        epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
-        for port in sorted(self.epmd_ports) if os.path.exists(epmd) else ():
-            subprocess.run([epmd, "-port", str(port), "-kill"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, check=False, env={**os.environ, "ERL_EPMD_PORT": str(port)})
+        for pid in self._own_epmds():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _own_epmds(self) -> list[int]:
+        """The Erlang port mappers this stack's broker started: each node start runs its own
+        (in a session of its own, so it outlives a SIGKILL of the node's group) with the
+        node's environment, ``HOME`` being the broker's directory."""
+        home = f"HOME={self.home.resolve() / 'broker'}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if (entry / "comm").read_text().strip() != "epmd":
+                    continue
+                if home in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        return found
 
 
 # --- counting ------------------------------------------------------------------------------------
