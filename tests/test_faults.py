@@ -11,6 +11,8 @@ twice-surfaced futures fail the test.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from concurrent.futures import InvalidStateError
 from pathlib import Path
 
@@ -76,16 +78,12 @@ def test_classification_sees_wrong_errored_hung_and_duplicate_ids(tmp_path: Path
 
 def test_the_task_records_each_execution_atomically(tmp_path: Path) -> None:
     path = tmp_path / "records"
-    pids = []
-    for _ in range(4):
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - child
-            for i in range(500):
-                tasks.record(str(path), i)
-            os._exit(0)
-        pids.append(pid)
-    for pid in pids:
-        assert os.waitpid(pid, 0)[1] == 0
+    code = (f"import importlib; record = importlib.import_module({tasks.__name__!r}).record\n"
+            f"for i in range(500): record({str(path)!r}, i)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(harness.TASKS_ROOT), os.environ.get("PYTHONPATH")) if p)}
+    writers = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(4)]
+    assert [w.wait(timeout=120) for w in writers] == [0] * 4
     rec = harness.Records(path)
     assert rec.refresh() == 2000
     assert set(rec.counts.values()) == {4}
