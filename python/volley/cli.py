@@ -163,13 +163,19 @@ def token_list(user: str | None, database_url: str | None) -> None:
 @token.command("revoke")
 @click.argument("token_ref")
 @_DB_OPTION
-def token_revoke(token_ref: str, database_url: str | None) -> None:
+@click.option("--service-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The service's settings file (default: the local stack's, without "
+                   "--database-url): when the token was its user's last, the user's broker user "
+                   "is deleted through the broker's management API, closing its connections.")
+def token_revoke(token_ref: str, database_url: str | None, service_config: Path | None) -> None:
     """Revoke the token whose id (from `volley token list`) or prefix (vly_...) starts with
-    TOKEN_REF.  Service processes stop accepting it within a minute (their token cache)."""
-    from sqlalchemy import delete, select
+    TOKEN_REF.  Service processes stop accepting it within a minute (their token cache).  A
+    user left without tokens also loses its broker password."""
+    from sqlalchemy import delete, func, select
 
-    from volley.service.auth import SHOWN_PREFIX, TOKEN_PREFIX, token_id
-    from volley.service.models import Token
+    from volley.service.auth import TOKEN_PREFIX, token_id
+    from volley.service.credentials import new_salt
+    from volley.service.models import Token, User
 
     by_prefix = token_ref.startswith(TOKEN_PREFIX)
     shortest = len(TOKEN_PREFIX) + 6 if by_prefix else 6
@@ -177,18 +183,51 @@ def token_revoke(token_ref: str, database_url: str | None) -> None:
         raise click.ClickException(f"give at least {shortest} characters of the token's id or prefix")
     with _token_db(database_url, "revoke a token") as s:
         if by_prefix:  # a whole token works too: its stored prefix is its start
-            q = select(Token.token_hash).where(Token.prefix.startswith(token_ref[:SHOWN_PREFIX]))
-            hashes = list(s.scalars(q))
+            q = select(Token).where(Token.prefix.startswith(token_ref[:12]))
         else:
-            q = select(Token.token_hash).where(Token.token_hash.startswith(token_ref.lower()))
-            hashes = list(s.scalars(q))
-        if not hashes:
+            q = select(Token).where(Token.token_hash.startswith(token_ref.lower()))
+        rows = list(s.scalars(q))
+        if not rows:
             raise click.ClickException(f"no token with id or prefix {token_ref!r} (see `volley token list`)")
-        if len(hashes) > 1:
-            raise click.ClickException(f"{len(hashes)} tokens match {token_ref!r}: give more characters")
-        s.execute(delete(Token).where(Token.token_hash == hashes[0]))
+        if len(rows) > 1:
+            raise click.ClickException(f"{len(rows)} tokens match {token_ref!r}: give more characters")
+        digest, user_id = rows[0].token_hash, rows[0].user_id
+        s.execute(delete(Token).where(Token.token_hash == digest))
+        last = not s.scalar(select(func.count()).select_from(Token).where(Token.user_id == user_id))
+        if last:  # the broker password it could fetch must not outlive it
+            user = s.get(User, user_id)
+            if user is not None:
+                user.broker_salt = new_salt()
         s.commit()
-    click.echo(f"token {token_id(hashes[0])} revoked")
+    click.echo(f"token {token_id(digest)} revoked")
+    if last:
+        _revoke_broker_user(user_id, database_url, service_config)
+
+
+def _revoke_broker_user(user_id: str, database_url: str | None, service_config: Path | None) -> None:
+    from volley.config import volley_home
+    from volley.service.broker_admin import BrokerAdminError
+    from volley.service.credentials import BrokerCredentials, user_principal
+    from volley.service.settings import ServiceSettings, SettingsError
+
+    principal = user_principal(user_id)
+    if service_config is None and database_url is None:
+        local = volley_home() / "service" / "service.json"
+        service_config = local if local.exists() else None
+    if service_config is None:
+        click.echo(f"that was the user's last token: its broker user {principal} keeps its old "
+                   "password until the service next hands out one; give --service-config to "
+                   "delete it now")
+        return
+    try:
+        settings = ServiceSettings.load(service_config)
+        if settings.shared_broker_credentials:
+            return  # no broker user of its own
+        BrokerCredentials(settings).revoke_user(user_id)
+    except (SettingsError, BrokerAdminError, OSError, ValueError) as exc:
+        raise click.ClickException(f"the token is revoked, but its user's broker user {principal} "
+                                   f"could not be deleted: {exc}") from exc
+    click.echo(f"that was the user's last token: broker user {principal} deleted")
 
 
 def _register_subcommands() -> None:

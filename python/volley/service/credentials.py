@@ -8,9 +8,13 @@ endpoint (``e-<endpoint_id>``), each allowed exactly its own queues and routing 
   and ``<endpoint_id>.heartbeats``.  Endpoints only passive-declare, which RabbitMQ 3.10 allows
   without any permission, so they get no configure rights at all.
 
-Passwords are not stored anywhere: each is an HMAC of the principal's name under the service's
+Passwords are not stored anywhere: each is an HMAC of the principal's name and its salt (random,
+in the database: ``endpoints.broker_salt``, ``users.broker_salt``) under the service's
 ``secret_key``, so every service process derives the same password and can hand it out again,
-and a copy of the database reveals none.  Broker users are (re)created on first use by each
+and a copy of the database alone reveals none.  A new salt rotates the password: lock and
+registration of an endpoint make one (a deleted endpoint's row goes, salt and all), and so does
+revoking a user's last token.  The empty salt derives what older versions did, so their broker
+users keep working.  Broker users are (re)created on first use by each
 service process; after a broker lost its state, ``volley.service.restore`` creates those of the
 endpoints (and of users with results on the way) again at once and the rest on their next use.
 """
@@ -22,6 +26,7 @@ import hashlib
 import hmac
 import logging
 import re
+import secrets
 import threading
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -69,8 +74,15 @@ def endpoint_grant(endpoint_id: str) -> Grant:
     )
 
 
-def derive_password(secret_key: str, principal: str) -> str:
-    mac = hmac.new(secret_key.encode(), b"volley-broker-user:" + principal.encode(), hashlib.sha256)
+def new_salt() -> str:
+    return secrets.token_hex(16)
+
+
+def derive_password(secret_key: str, principal: str, salt: str = "") -> str:
+    message = b"volley-broker-user:" + principal.encode()
+    if salt:
+        message += b":" + salt.encode()
+    mac = hmac.new(secret_key.encode(), message, hashlib.sha256)
     return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
 
 
@@ -115,7 +127,8 @@ class BrokerCredentials:
         self._api: ManagementApi | None = None
         self._secret = settings.secret_key or ""
         self._lock = threading.Lock()
-        self._provisioned: set[str] = set()
+        # principal -> the salt of the password this process set up on the broker
+        self._provisioned: dict[str, str] = {}
         if self.shared:
             log.warning(
                 "no broker management API configured: every user and endpoint gets the same "
@@ -134,30 +147,36 @@ class BrokerCredentials:
     def api(self) -> ManagementApi | None:
         return self._api
 
-    def for_user(self, user_id: str) -> str:
-        return self._url(user_principal(user_id), user_grant(user_id))
+    def for_user(self, user_id: str, salt: str = "") -> str:
+        return self._url(user_principal(user_id), user_grant(user_id), salt)
 
-    def for_endpoint(self, endpoint_id: str, *, refresh: bool = False) -> str:
-        """The endpoint's URL; ``refresh`` re-creates its broker user even if this process made
-        it already (registration does: another process may have revoked it meanwhile)."""
-        return self._url(endpoint_principal(endpoint_id), endpoint_grant(endpoint_id), refresh=refresh)
+    def for_endpoint(self, endpoint_id: str, salt: str = "", *, rotate: bool = False) -> str:
+        """The endpoint's URL.  ``rotate`` (registration does, with a new salt) deletes its
+        broker user first, which closes every connection made with an older password, and
+        creates it again with the password of ``salt``."""
+        principal = endpoint_principal(endpoint_id)
+        if rotate and self._api is not None:
+            with self._lock:
+                self._provisioned.pop(principal, None)
+            self._api.delete_user(principal)
+        return self._url(principal, endpoint_grant(endpoint_id), salt)
 
-    def restore_endpoint(self, endpoint_id: str) -> bool:
+    def restore_endpoint(self, endpoint_id: str, salt: str = "") -> bool:
         """Create the endpoint's broker user again if the broker lost it; True if it did."""
-        return self._restore(endpoint_principal(endpoint_id), endpoint_grant(endpoint_id))
+        return self._restore(endpoint_principal(endpoint_id), endpoint_grant(endpoint_id), salt)
 
-    def restore_user(self, user_id: str) -> bool:
+    def restore_user(self, user_id: str, salt: str = "") -> bool:
         """Create the user's broker user again if the broker lost it; True if it did."""
-        return self._restore(user_principal(user_id), user_grant(user_id))
+        return self._restore(user_principal(user_id), user_grant(user_id), salt)
 
-    def _restore(self, principal: str, grant: Grant) -> bool:
+    def _restore(self, principal: str, grant: Grant, salt: str) -> bool:
         # a user that exists is left alone: it may still have the password of an earlier
         # secret_key, which its clients use until they next ask for credentials
         if self._api is None or self._api.user_exists(principal):
             return False
-        self._provision(principal, derive_password(self._secret, principal), grant)
+        self._provision(principal, derive_password(self._secret, principal, salt), grant)
         with self._lock:
-            self._provisioned.add(principal)
+            self._provisioned[principal] = salt
         return True
 
     def forget(self) -> None:
@@ -168,23 +187,29 @@ class BrokerCredentials:
 
     def revoke_endpoint(self, endpoint_id: str) -> None:
         """Delete the endpoint's broker user; RabbitMQ closes its open connections."""
+        self._revoke(endpoint_principal(endpoint_id))
+
+    def revoke_user(self, user_id: str) -> None:
+        """Delete the user's broker user; RabbitMQ closes its open connections."""
+        self._revoke(user_principal(user_id))
+
+    def _revoke(self, name: str) -> None:
         if self._api is None:
             return
-        name = endpoint_principal(endpoint_id)
         with self._lock:
-            self._provisioned.discard(name)
+            self._provisioned.pop(name, None)
         self._api.delete_user(name)
 
-    def _url(self, principal: str, grant: Grant, *, refresh: bool = False) -> str:
+    def _url(self, principal: str, grant: Grant, salt: str) -> str:
         if self._api is None:
             return self.base_url
-        password = derive_password(self._secret, principal)
+        password = derive_password(self._secret, principal, salt)
         with self._lock:
-            known = principal in self._provisioned and not refresh
+            known = self._provisioned.get(principal) == salt
         if not known:
             self._provision(principal, password, grant)
             with self._lock:
-                self._provisioned.add(principal)
+                self._provisioned[principal] = salt
         return with_credentials(self.base_url, principal, password)
 
     def _provision(self, principal: str, password: str, grant: Grant) -> None:

@@ -41,6 +41,8 @@ class User(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    # mixed into the broker password of ``u-<id>``: made anew when its last token is revoked
+    broker_salt: Mapped[str] = mapped_column(String(32), default="", server_default="")
 
 
 class Token(Base):
@@ -90,6 +92,9 @@ class Endpoint(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     status_report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    # mixed into the broker password of ``e-<id>``: random, made anew on lock and registration
+    # (and a deleted endpoint's row goes with it), so a leaked password stops working then
+    broker_salt: Mapped[str] = mapped_column(String(32), default="", server_default="")
 
 
 class TaskGroup(Base):

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from volley.protocol import topology as topo
 from volley.service.credentials import BrokerCredentials
 from volley.service.gateway import BrokerGateway
-from volley.service.models import TERMINAL_STATES, Endpoint, Task, TaskGroup
+from volley.service.models import TERMINAL_STATES, Endpoint, Task, TaskGroup, User
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,23 @@ def requeue_lost_tasks(sessions: sessionmaker[Session], endpoint_id: str, *, bef
     return count
 
 
-def _endpoints(sessions: sessionmaker[Session]) -> list[tuple[str, bool]]:
-    """(endpoint id, may connect) of every endpoint: a locked one keeps its queue, not its user."""
+def _endpoints(sessions: sessionmaker[Session]) -> list[tuple[str, bool, str]]:
+    """(endpoint id, may connect, broker password salt) of every endpoint: a locked one keeps
+    its queue, not its user."""
     with sessions() as s:
-        return [(i, locked is None) for i, locked in s.execute(select(Endpoint.id, Endpoint.locked_until))]
+        rows = s.execute(select(Endpoint.id, Endpoint.locked_until, Endpoint.broker_salt))
+        return [(i, locked is None, salt) for i, locked, salt in rows]
+
+
+def _user_salts(sessions: sessionmaker[Session], user_ids: list[str]) -> dict[str, str]:
+    """The broker password salt of each user (the current one: a restore must hand out nothing
+    older)."""
+    out: dict[str, str] = {}
+    with sessions() as s:
+        for i in range(0, len(user_ids), 500):
+            q = select(User.id, User.broker_salt).where(User.id.in_(user_ids[i : i + 500]))
+            out.update({uid: salt for uid, salt in s.execute(q)})
+    return out
 
 
 def _waiting_groups(sessions: sessionmaker[Session]) -> set[tuple[str, str]]:
@@ -102,7 +115,7 @@ def _owner_of(queue: str) -> str | None:
 
 def _restore_endpoints(gateway: BrokerGateway, credentials: BrokerCredentials,
                        sessions: sessionmaker[Session], report: RestoreReport) -> None:
-    for endpoint_id, may_connect in _endpoints(sessions):
+    for endpoint_id, may_connect, salt in _endpoints(sessions):
         queue = topo.task_queue(endpoint_id)
         if not gateway.queue_exists(queue):
             report.lost_queues.append(endpoint_id)
@@ -110,7 +123,7 @@ def _restore_endpoints(gateway: BrokerGateway, credentials: BrokerCredentials,
         gateway.declare_endpoint_queue(endpoint_id)
         if endpoint_id in report.lost_queues:
             report.requeued += requeue_lost_tasks(sessions, endpoint_id)
-        if may_connect and credentials.restore_endpoint(endpoint_id):
+        if may_connect and credentials.restore_endpoint(endpoint_id, salt):
             report.endpoint_users += 1
         report.endpoints += 1
 
@@ -124,7 +137,9 @@ def _restore_result_streams(gateway: BrokerGateway, credentials: BrokerCredentia
         gateway.declare_sdk_queue(name)
     report.sdk_queues = len(queues)
     owners = {owner for owner in map(_owner_of, queues) if owner}
-    report.users = sum(credentials.restore_user(user_id) for user_id in sorted(owners))
+    salts = _user_salts(sessions, sorted(owners))
+    report.users = sum(credentials.restore_user(user_id, salts[user_id])
+                       for user_id in sorted(owners) if user_id in salts)
 
 
 def restore_broker(

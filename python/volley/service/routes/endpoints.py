@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from volley.protocol import topology as topo
 from volley.protocol.messages import pack_result
 from volley.service.broker_admin import BrokerAdminError
+from volley.service.credentials import new_salt
 from volley.service.errors import (
     COMMON_RESPONSES,
     ApiError,
@@ -84,6 +85,8 @@ def _register(c: Caller, body: EndpointBody, endpoint_id: str | None) -> Endpoin
     ep.public = bool(body.public)
     ep.multi_user = bool(body.multi_user)
     ep.locked_until = None
+    # a new broker password at every registration: one leaked earlier stops working now
+    ep.broker_salt = new_salt()
     try:
         c.session.flush()
     except IntegrityError:
@@ -92,8 +95,8 @@ def _register(c: Caller, body: EndpointBody, endpoint_id: str | None) -> Endpoin
     state = c.state
     try:
         state.gateway.declare_endpoint_queue(ep.id)
-        # refresh: the broker user may have been revoked (lock, delete) by another process
-        url = state.credentials.for_endpoint(ep.id, refresh=True)
+        # deleted and made again: that closes connections made with an older password
+        url = state.credentials.for_endpoint(ep.id, ep.broker_salt, rotate=True)
     except _BROKER_ERRORS as exc:
         c.session.rollback()
         raise broker_unavailable(exc) from exc
@@ -206,6 +209,7 @@ def lock_endpoint(endpoint_id: str, c: Caller = Depends(caller)) -> EndpointLock
     until = time.time() + c.state.settings.endpoint_lock_s
     ep.locked_until = until
     ep.active = False
+    ep.broker_salt = new_salt()  # the password it had never works again
     try:
         c.state.credentials.revoke_endpoint(ep.id)
     except _BROKER_ERRORS as exc:

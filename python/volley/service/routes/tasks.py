@@ -22,7 +22,15 @@ from volley.service.errors import (
     broker_unavailable,
     not_found,
 )
-from volley.service.models import TERMINAL_STATES, Endpoint, Function, Submission, Task, TaskGroup
+from volley.service.models import (
+    TERMINAL_STATES,
+    Endpoint,
+    Function,
+    Submission,
+    Task,
+    TaskGroup,
+    User,
+)
 from volley.service.outbox import mark_published
 from volley.service.payloads import MalformedPayload, check_frames
 from volley.service.routes.common import (
@@ -377,7 +385,8 @@ def amqp_result_url(c: Caller = Depends(caller)) -> AmqpResultUrl:
     """Broker URL with the caller's own credentials: they can read ``<queue_prefix>*`` and
     nothing else."""
     try:
-        url = c.state.credentials.for_user(c.user_id)
+        salt = c.session.scalar(select(User.broker_salt).where(User.id == c.user_id)) or ""
+        url = c.state.credentials.for_user(c.user_id, salt)
     except _BROKER_ERRORS as exc:
         raise broker_unavailable(exc) from exc
     return {"connection_url": url, "queue_prefix": topo.sdk_queue_prefix(c.user_id)}
