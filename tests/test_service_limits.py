@@ -14,7 +14,7 @@ import pytest
 from service_helpers import Service, new_uuid, task_payload, wait_for
 from volley.protocol import topology as topo
 from volley.sdk.executor import Executor
-from volley.service.models import Submission, Task
+from volley.service.models import Endpoint, Function, Submission, Task, TaskGroup
 from volley.service.routes import tasks as task_routes
 from volley.service.settings import ServiceSettings
 
@@ -273,3 +273,50 @@ def test_executor_reload_tasks_follows_the_pages(svc: Service, monkeypatch: pyte
         futures = list(ex.reload_tasks())
         assert sorted(f.task_id for f in futures) == sorted(ids)
         assert sorted(f.result(timeout=30) for f in futures) == [i * i for i in range(5)]
+
+
+# --- per-user quotas -------------------------------------------------------------------------------
+def test_endpoint_quota(svc: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob = svc.new_user(), svc.new_user()
+    monkeypatch.setattr(svc.state.settings, "max_endpoints_per_user", 2)
+    eps = [svc.register_endpoint(alice)["endpoint_id"] for _ in range(2)]
+    r = svc.client.post("/v3/endpoints", json={"endpoint_name": "third"}, headers=alice.headers)
+    _error(r, 403, "QUOTA_EXCEEDED", "2 endpoints", "max_endpoints_per_user")
+    r = svc.client.put(f"/v3/endpoints/{new_uuid()}", json={"endpoint_name": "third"}, headers=alice.headers)
+    _error(r, 403, "QUOTA_EXCEEDED", "max_endpoints_per_user")
+    assert svc.count(Endpoint, owner_id=alice.id) == 2
+    # re-registering one it has is fine; another user has a quota of its own
+    r = svc.client.put(f"/v3/endpoints/{eps[0]}", json={"endpoint_name": "again"}, headers=alice.headers)
+    assert r.status_code == 200, r.text
+    svc.register_endpoint(bob)
+    # deleting one makes room
+    assert svc.client.delete(f"/v2/endpoints/{eps[1]}", headers=alice.headers).status_code == 200
+    svc.register_endpoint(alice)
+
+
+def test_function_quota(svc: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice = svc.new_user()
+    monkeypatch.setattr(svc.state.settings, "max_functions_per_user", 2)
+    fids = [svc.register_function(alice) for _ in range(2)]
+    r = svc.client.post("/v3/functions", json={"function_name": "f", "function_code": "4\n01\nx"},
+                        headers=alice.headers)
+    _error(r, 403, "QUOTA_EXCEEDED", "2 functions", "max_functions_per_user")
+    assert svc.count(Function, owner_id=alice.id) == 2
+    assert svc.client.delete(f"/v2/functions/{fids[0]}", headers=alice.headers).status_code == 200
+    svc.register_function(alice)
+
+
+def test_task_group_quota(svc: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice = svc.new_user()
+    fid = svc.register_function(alice)
+    ep = svc.register_endpoint(alice)["endpoint_id"]
+    monkeypatch.setattr(svc.state.settings, "max_task_groups_per_user", 2)
+    groups = [svc.submit(alice, ep, fid)["task_group_id"] for _ in range(2)]
+    r = svc.client.post(f"/v3/endpoints/{ep}/submit", json={"tasks": {fid: [task_payload(1)]}},
+                        headers=alice.headers)
+    _error(r, 403, "QUOTA_EXCEEDED", "2 task groups", "max_task_groups_per_user")
+    r = svc.client.post(f"/v3/endpoints/{ep}/submit",
+                        json={"tasks": {fid: [task_payload(1)]}, "task_group_id": new_uuid()}, headers=alice.headers)
+    _error(r, 403, "QUOTA_EXCEEDED", "max_task_groups_per_user")
+    assert svc.count(TaskGroup, owner_id=alice.id) == 2 and svc.count(Task, owner_id=alice.id) == 2
+    svc.submit(alice, ep, fid, task_group_id=groups[0])  # an open group takes more tasks

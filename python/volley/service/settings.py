@@ -49,6 +49,11 @@ class ServiceSettings:
     # tasks per page of GET /v2/taskgroup/{id}: the default and largest `limit`.  A page of
     # 10,000 is ~0.8 MB of JSON; an upstream SDK (which reads no `next`) reloads that many
     max_task_group_page: int = 10_000
+    # per-user quotas (403 QUOTA_EXCEEDED beyond them); open task groups are those not expired
+    # (task_ttl_s after their last submission)
+    max_endpoints_per_user: int = 100
+    max_functions_per_user: int = 10_000
+    max_task_groups_per_user: int = 10_000
     # broker queue bounds (0: none).  A publish to a full queue is refused (x-overflow
     # reject-publish: the publisher sees a nack), except on SDK queues and the dead-letter
     # queue, where the oldest message goes to the dead-letter queue / is dropped (drop-head).

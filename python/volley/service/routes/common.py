@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from volley.service.auth import TokenExpired, UnknownToken
@@ -70,6 +70,21 @@ def token_expired(expired_at: float, by_setting: bool) -> ApiError:
         "`volley token create --user <name>`",
         headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
     )
+
+
+def check_quota(c: Caller, model: Any, what: str, setting: str, *where: Any) -> None:
+    """403 ``QUOTA_EXCEEDED`` if the caller already has as many ``what`` as the setting allows
+    (counted before adding one; concurrent requests may overshoot by a few)."""
+    limit = getattr(c.state.settings, setting)
+    q = select(func.count()).select_from(model).where(model.owner_id == c.user_id, *where)
+    have = c.session.scalar(q) or 0
+    if have >= limit:
+        raise ApiError(
+            403, "QUOTA_EXCEEDED",
+            f"you have {have} {what}, the most a user may have (service setting {setting} = "
+            f"{limit}); delete some first" + ("" if what != "task groups" else
+                                             " or submit into one you have (they expire with their tasks)"),
+        )
 
 
 def canonical_uuid(value: str) -> str | None:

@@ -27,6 +27,7 @@ from volley.service.routes.common import (
     Caller,
     caller,
     canonical_uuid,
+    check_quota,
     invalid,
     iso,
     owned,
@@ -76,6 +77,7 @@ def _register(c: Caller, body: EndpointBody, endpoint_id: str | None) -> Endpoin
                 f"{iso(ep.locked_until)}",
             )
     if ep is None:
+        check_quota(c, Endpoint, "endpoints", "max_endpoints_per_user")
         ep = Endpoint(id=ep_id, owner_id=c.user_id, name=body.endpoint_name)
         c.session.add(ep)
     ep.name = body.endpoint_name
@@ -114,6 +116,7 @@ def _register(c: Caller, body: EndpointBody, endpoint_id: str | None) -> Endpoin
 
 
 _REGISTER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorBody, "description": "quota exceeded"},
     409: {"model": ErrorBody, "description": "registered concurrently"},
     423: {"model": ErrorBody, "description": "endpoint locked (stopped remotely)"},
     503: {"model": ErrorBody, "description": "broker unavailable"},

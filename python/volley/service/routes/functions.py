@@ -5,17 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from volley.protocol.topology import MAX_PAYLOAD_SIZE
-from volley.service.errors import COMMON_RESPONSES, ApiError
+from volley.service.errors import COMMON_RESPONSES, ApiError, ErrorBody
 from volley.service.models import Function
 from volley.service.payloads import MalformedPayload, check_frames, source_to_function_code
-from volley.service.routes.common import Caller, caller, invalid, owned
+from volley.service.routes.common import Caller, caller, check_quota, invalid, owned
 from volley.service.schemas import FunctionBody, FunctionDeleted, FunctionDoc, FunctionRegistered
 
 router = APIRouter(tags=["functions"], responses=COMMON_RESPONSES)
 
 
-@router.post("/v3/functions")
+@router.post("/v3/functions", responses={403: {"model": ErrorBody, "description": "quota exceeded"}})
 def register_function(body: FunctionBody, c: Caller = Depends(caller)) -> FunctionRegistered:
+    check_quota(c, Function, "functions", "max_functions_per_user")
     code = body.function_code
     if len(code) > MAX_PAYLOAD_SIZE:
         raise ApiError(413, "PAYLOAD_TOO_LARGE", "function code exceeds the 10 MiB limit")

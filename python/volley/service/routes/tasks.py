@@ -37,6 +37,7 @@ from volley.service.routes.common import (
     Caller,
     caller,
     canonical_uuid,
+    check_quota,
     invalid,
     iso,
     owned,
@@ -69,6 +70,7 @@ def _task_group(c: Caller, requested: uuid.UUID | None, now: float) -> TaskGroup
     tg_id = str(requested) if requested else str(uuid.uuid4())
     group = c.session.get(TaskGroup, tg_id)
     if group is None:
+        check_quota(c, TaskGroup, "task groups", "max_task_groups_per_user", TaskGroup.updated_at >= task_cutoff(c))
         try:
             c.session.add(TaskGroup(id=tg_id, owner_id=c.user_id, created_at=now, updated_at=now))
             c.session.commit()
