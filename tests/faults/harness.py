@@ -588,9 +588,16 @@ class Phase:
                     w.shutdown()
 
     def _tasks_at_service(self, task_group_id: str) -> int | None:
-        """The suite's own count (a client made now, so it finds a service that moved)."""
+        """The suite's own count (a client made now, so it finds a service that moved); a
+        large group comes in pages."""
         try:
-            return len(self.stack.client()._api.get(f"/v2/taskgroup/{task_group_id}").get("tasks", []))
+            api = self.stack.client()._api
+            resp = api.get(f"/v2/taskgroup/{task_group_id}")
+            count = len(resp.get("tasks", []))
+            while resp.get("next"):
+                resp = api.get(f"/v2/taskgroup/{task_group_id}", params={"after": resp["next"]})
+                count += len(resp.get("tasks", []))
+            return count
         except Exception as exc:
             self.say(f"could not count the task group's tasks at the service: {exc}")
             return None
