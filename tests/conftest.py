@@ -12,6 +12,11 @@ import pytest
 
 for _var in ("VOLLEY_SERVICE_URL", "VOLLEY_TOKEN", "VOLLEY_CA_FILE", "VOLLEY_ENDPOINT_ID", "VOLLEY_TRANSPORT"):
     os.environ.pop(_var, None)
+# By default an outage is waited out for as long as futures are open, and the interpreter exits
+# only once they are resolved: a failed test that leaves a future open, after the session's
+# stack is gone, would hold the run for ever. Tests give outages two minutes (their longest
+# planned one is seconds); the stack's processes inherit it.
+os.environ.setdefault("VOLLEY_GIVE_UP_AFTER", "120")
 
 
 @pytest.fixture(scope="session")

@@ -245,8 +245,11 @@ def _rewrite_queued_task(url: str, eid: str, change: dict[str, Any]) -> None:
     ({"function_uuid": None}, "missing header 'function_uuid'"),
     ({"task_uuid": None}, "missing header 'task_uuid'"),
     ({"resource_specification": "{not json"}, "header 'resource_specification' is not JSON"),
+    # nested past Python's recursion limit: json.loads raised RecursionError, which killed the
+    # agent (and again on every redelivery)
+    ({"resource_specification": "[" * 5000 + "]" * 5000}, "header 'resource_specification' is not JSON"),
     ({"result_serializers": "JSONData"}, "header 'result_serializers' must be a list"),
-], ids=["no-function-uuid", "no-task-uuid", "bad-resource-spec", "bad-serializers"])
+], ids=["no-function-uuid", "no-task-uuid", "bad-resource-spec", "deep-resource-spec", "bad-serializers"])
 def test_bad_task_headers_reach_the_client_as_errors(poison_endpoint: dict[str, Any], change: dict[str, Any], message: str) -> None:
     with Executor(endpoint_id=poison_endpoint["id"]) as ex:
         fut = ex.submit(double, 1)

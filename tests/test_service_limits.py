@@ -248,12 +248,12 @@ def test_executor_reload_tasks_follows_the_pages(svc: Service, monkeypatch: pyte
     monkeypatch.setattr(svc.state.settings, "max_task_group_page", 2)
 
     class Api:  # the SDK's HTTP client, over the in-process service
-        def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        def get(self, path: str, params: dict[str, Any] | None = None, **_: Any) -> Any:
             r = svc.client.get(path, params=params, headers=alice.headers)
             assert r.status_code == 200, r.text
             return r.json()
 
-        def post(self, path: str, json: Any = None) -> Any:
+        def post(self, path: str, json: Any = None, **_: Any) -> Any:
             r = svc.client.post(path, json=json, headers=alice.headers)
             assert r.status_code == 200, r.text
             return r.json()
@@ -266,7 +266,7 @@ def test_executor_reload_tasks_follows_the_pages(svc: Service, monkeypatch: pyte
             self.fx_serializer = ComputeSerializer()
             self.ca_file = svc.broker.info.ca_file
 
-        def get_result_amqp_url(self) -> dict[str, Any]:
+        def get_result_amqp_url(self, **_: Any) -> dict[str, Any]:
             return svc.result_url(alice)
 
     with Executor(client=ServiceClient(), task_group_id=answer["task_group_id"]) as ex:  # type: ignore[arg-type]

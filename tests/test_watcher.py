@@ -16,7 +16,7 @@ class Unreachable:
     fx_serializer = ComputeSerializer()
     ca_file = None
 
-    def get_result_amqp_url(self) -> dict:
+    def get_result_amqp_url(self, **_: object) -> dict:
         raise ConnectionError("no broker in this test")
 
 

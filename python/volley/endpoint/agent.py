@@ -45,6 +45,7 @@ from volley.endpoint.config import EndpointConfig
 from volley.endpoint.engines import Engine, EngineStopped, build_engine
 from volley.endpoint.engines.base import error_result
 from volley.endpoint.store import ResultStore
+from volley.private_files import private_dir, private_file, write_private
 from volley.protocol import topology as topo
 from volley.protocol.messages import pack_status_report
 from volley.transport import Consumer, Publisher, open_consumer, open_publisher
@@ -128,8 +129,8 @@ class Agent:
 
     # --- start-up -------------------------------------------------------------------------------
     def _take_lock(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        f = open(self.dir / "daemon.lock", "a+")
+        private_dir(self.dir)
+        f = open(private_file(self.dir / "daemon.lock"), "a+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -141,7 +142,7 @@ class Agent:
                 f"(`volley endpoint stop {self.name}`)"
             ) from None
         self._lock_file = f
-        (self.dir / "daemon.pid").write_text(str(os.getpid()))
+        write_private(self.dir / "daemon.pid", str(os.getpid()), fsync=False)
 
     def _register(self) -> dict[str, Any]:
         id_file = self.dir / "endpoint.json"
@@ -167,7 +168,7 @@ class Agent:
         if known and known != endpoint_id:
             raise AgentError(f"the service assigned endpoint id {endpoint_id}, but this endpoint is {known}")
         self.endpoint_id = endpoint_id
-        id_file.write_text(json.dumps({"endpoint_id": endpoint_id}))
+        write_private(id_file, json.dumps({"endpoint_id": endpoint_id}))
         return reg
 
     @staticmethod
@@ -235,7 +236,7 @@ class Agent:
             for t in self._threads:
                 t.start()
             # `volley endpoint start --detach` waits for this: registered, consuming, engine up
-            (self.dir / "daemon.ready").write_text(str(os.getpid()))
+            write_private(self.dir / "daemon.ready", str(os.getpid()), fsync=False)
             log.info("endpoint %s (%s) consuming %s with %s, prefetch %d", self.name, self.endpoint_id,
                      reg["task_queue_info"]["queue"], self.engine.type_name, self.prefetch)
             self.intake.run(first)  # until stopped; raises GaveUp past $VOLLEY_GIVE_UP_AFTER
@@ -349,7 +350,7 @@ class Agent:
         if isinstance(spec, str):
             try:
                 spec = json.loads(spec)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # a deeply nested header, too
                 problems.append(f"header 'resource_specification' is not JSON: {exc}")
                 spec = None
         if spec is not None and not isinstance(spec, dict):

@@ -326,8 +326,11 @@ class Client:
             return self._api.put(f"/v3/endpoints/{as_uuid(endpoint_id)}", json=body)
         return self._api.post("/v3/endpoints", json=body)
 
-    def get_result_amqp_url(self) -> dict[str, Any]:
-        return self._api.get("/v2/get_amqp_result_connection_url")
+    def get_result_amqp_url(self, *, retry_for: float | None = None) -> dict[str, Any]:
+        """``retry_for``: how long to wait out a service that is down (seconds; default the
+        session's, ``$VOLLEY_SERVICE_RETRY_FOR``); the result watcher passes 0 and waits with
+        its own reconnect policy, which also knows when to stop."""
+        return self._api.get("/v2/get_amqp_result_connection_url", retry_for=retry_for)
 
     def get_endpoint_status(self, endpoint_uuid: Any) -> dict[str, Any]:
         return self._api.get(f"/v2/endpoints/{endpoint_uuid}/status")

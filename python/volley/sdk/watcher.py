@@ -172,7 +172,7 @@ class ResultWatcher(threading.Thread):
     def _open_consumer(self) -> Any:
         """A consumer on the group's result queue; while the service or broker is down this
         raises ConnectionError and the loop waits with the shared back-off."""
-        info = _service_call(lambda: self.client.get_result_amqp_url())
+        info = _service_call(lambda: self.client.get_result_amqp_url(retry_for=0))
         queue = info["queue_prefix"] + self.task_group_id
         try:
             return open_consumer(
