@@ -85,6 +85,16 @@ class BrokerInfo:
         return f"https://{user}:{password}@localhost:{self.management_port}"
 
 
+def _closes(port: int, within: float) -> bool:
+    """Wait (up to ``within`` seconds) for nothing to listen on ``port`` any more."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not port_open(port, timeout=0.2):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class RabbitNode:
     """Files and processes of one private node under ``directory``."""
 
@@ -97,9 +107,11 @@ class RabbitNode:
         private_dir(self.dir)
         if self.info_file.exists():
             info = BrokerInfo(**json.loads(self.info_file.read_text()))
-            # ports may have been taken while we were down: pick new ones, keep identity
+            # ports may have been taken while we were down: pick new ones, keep identity.  The
+            # AMQPS port is kept whenever it can be -- every client, endpoint and the service know
+            # it -- so a node that crashed a moment ago is given time to let it go
             if not self.running(info):
-                if port_open(info.amqps_port):
+                if port_open(info.amqps_port) and not _closes(info.amqps_port, within=5.0):
                     info.amqps_port = free_port()
                 if not info.management_port or port_open(info.management_port):
                     info.management_port = free_port()

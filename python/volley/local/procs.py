@@ -43,11 +43,16 @@ def alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:  # a zombie child counts as gone
+    try:  # a zombie child counts as gone ...
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
+            if f.read().split(") ", 1)[1][:1] != "Z":
+                return True
     except OSError:
         return True
+    try:  # ... once its other threads are gone too: until then it still holds its sockets
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
+    except OSError:
+        return False
 
 
 def terminate_group(pid: int, grace: float) -> None:
