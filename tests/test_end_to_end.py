@@ -30,7 +30,8 @@ def test_submit_double(endpoint_id: str, transport: str) -> None:
         assert fut.task_id is not None
         watcher = next(w for w in all_watchers() if w.task_group_id == str(tg))
         expected = "volley._core" if transport == "native" else "volley.transport.pika_transport"
-        assert type(watcher._consumer).__module__ == expected
+        assert watcher._loop is not None
+        assert type(watcher._loop.consumer).__module__ == expected
 
 
 @pytest.mark.parametrize("transport", ["native", "python"])
