@@ -150,15 +150,18 @@ class BrokerCredentials:
     def for_user(self, user_id: str, salt: str = "") -> str:
         return self._url(user_principal(user_id), user_grant(user_id), salt)
 
-    def for_endpoint(self, endpoint_id: str, salt: str = "", *, rotate: bool = False) -> str:
-        """The endpoint's URL.  ``rotate`` (registration does, with a new salt) deletes its
-        broker user first, which closes every connection made with an older password, and
-        creates it again with the password of ``salt``."""
+    def for_endpoint(self, endpoint_id: str, salt: str = "", *, refresh: bool = False,
+                     rotate: bool = False) -> str:
+        """The endpoint's URL with the password of ``salt``.  ``refresh`` provisions its broker
+        user again even if this process did already (registration does: another process may
+        have revoked it).  ``rotate`` deletes the user first, which closes every connection
+        made with an older password."""
         principal = endpoint_principal(endpoint_id)
-        if rotate and self._api is not None:
+        if (refresh or rotate) and self._api is not None:
             with self._lock:
                 self._provisioned.pop(principal, None)
-            self._api.delete_user(principal)
+            if rotate:
+                self._api.delete_user(principal)
         return self._url(principal, endpoint_grant(endpoint_id), salt)
 
     def restore_endpoint(self, endpoint_id: str, salt: str = "") -> bool:

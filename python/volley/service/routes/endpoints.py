@@ -78,7 +78,10 @@ def _register(c: Caller, body: EndpointBody, endpoint_id: str | None) -> Endpoin
             )
     if ep is None:
         check_quota(c, Endpoint, "endpoints", "max_endpoints_per_user")
-        ep = Endpoint(id=ep_id, owner_id=c.user_id, name=body.endpoint_name)
+        # a new (or deleted and registered anew) endpoint gets a new broker password; a lock
+        # makes one too. A plain re-registration keeps it: a second instance of a running
+        # endpoint must not cut the running one off the broker and take its exclusive queue
+        ep = Endpoint(id=ep_id, owner_id=c.user_id, name=body.endpoint_name, broker_salt=new_salt())
         c.session.add(ep)
     ep.name = body.endpoint_name
     ep.display_name = body.display_name
@@ -87,8 +90,6 @@ def _register(c: Caller, body: EndpointBody, endpoint_id: str | None) -> Endpoin
     ep.public = bool(body.public)
     ep.multi_user = bool(body.multi_user)
     ep.locked_until = None
-    # a new broker password at every registration: one leaked earlier stops working now
-    ep.broker_salt = new_salt()
     try:
         c.session.flush()
     except IntegrityError:
@@ -97,8 +98,8 @@ def _register(c: Caller, body: EndpointBody, endpoint_id: str | None) -> Endpoin
     state = c.state
     try:
         state.gateway.declare_endpoint_queue(ep.id)
-        # deleted and made again: that closes connections made with an older password
-        url = state.credentials.for_endpoint(ep.id, ep.broker_salt, rotate=True)
+        # made again (same password): another process may have revoked it meanwhile (a lock)
+        url = state.credentials.for_endpoint(ep.id, ep.broker_salt or "", refresh=True)
     except _BROKER_ERRORS as exc:
         c.session.rollback()
         raise broker_unavailable(exc) from exc
