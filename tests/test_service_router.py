@@ -162,7 +162,7 @@ def test_a_batch_of_results_is_stored_and_forwarded_together(svc: Service) -> No
     """One router batch of many results, duplicates included, against the real database and
     broker: every task stored once (first result wins), forwarded once, marked forwarded."""
     from volley.service.router import ResultRouter
-    from volley.transport.base import Delivery
+    from volley.transport.base import PikaDelivery as Delivery
 
     alice, reg, out, ids = _setup(svc, 6)
     rk = topo.results_routing_key(reg["endpoint_id"])

@@ -6,7 +6,7 @@ compiled module by ``python -m mypy.stubtest volley._core``.
 """
 
 from collections.abc import Sequence
-from typing import Any, final
+from typing import Any, Literal, final
 
 __all__ = [
     "AmqpConnectionError",
@@ -187,7 +187,7 @@ class Publisher:
         mandatory: bool = False,
         content_type: str | None = None,
         timeout: float | None = 30.0,
-    ) -> str:
+    ) -> Literal["ack", "nack", "returned"]:
         """``"ack"``, ``"nack"`` or ``"returned"`` (mandatory and unroutable)."""
     def publish_batch(
         self,
@@ -196,7 +196,7 @@ class Publisher:
         persistent: bool = True,
         mandatory: bool = False,
         timeout: float | None = 30.0,
-    ) -> list[str]:
+    ) -> list[Literal["ack", "nack", "returned"]]:
         """Each tuple is ``(exchange, routing_key, body, headers, timestamp)``. Publishes all,
         then awaits all confirms together; one outcome per message, in order. Raises
         PublishTimeout / AmqpConnectionError."""

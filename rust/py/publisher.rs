@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 use tokio::runtime::Handle;
 
 use crate::connect::ConnectSpec;
@@ -143,12 +143,21 @@ impl PyPublisher {
         mandatory: bool,
         timeout: Option<f64>,
     ) -> PyResult<Vec<&'static str>> {
-        let list = messages
-            .cast::<PyList>()
-            .map_err(|_| PyTypeError::new_err("publish_batch() takes a list of tuples"))?;
-        let msgs = list
-            .iter()
-            .map(|item| extract_message(&item))
+        if messages.is_instance_of::<PyString>() || messages.is_instance_of::<PyBytes>() {
+            return Err(PyTypeError::new_err(
+                "publish_batch() takes a sequence of (exchange, routing_key, body, headers, \
+                 timestamp) tuples",
+            ));
+        }
+        let msgs = messages
+            .try_iter()
+            .map_err(|_| {
+                PyTypeError::new_err(
+                    "publish_batch() takes a sequence of (exchange, routing_key, body, headers, \
+                     timestamp) tuples",
+                )
+            })?
+            .map(|item| extract_message(&item?))
             .collect::<PyResult<Vec<_>>>()?;
         let opts = PublishOptions {
             persistent,

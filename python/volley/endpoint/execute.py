@@ -1,8 +1,9 @@
-"""Run one packed task on a worker and return a packed ``Result`` (endpoint-protocol.md §7.6).
+"""Run one packed task on a worker and return a packed ``Result`` (docs/protocol.md, "Results").
 
-Pure Python on purpose: it runs inside worker processes (spawned pool workers, Parsl workers),
-where the native core must not be used.  It never raises: every failure becomes an error
-Result, so an exception out of a worker always means the worker itself was lost.
+It runs inside worker processes (spawned pool workers, Parsl workers): it uses the codec's pure
+functions (native or not, they start no runtime) and never a broker connection.  It never
+raises: every failure becomes an error Result, so an exception out of a worker always means the
+worker itself was lost.
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ import time
 import traceback
 from typing import Any
 
-from volley.protocol.messages import InvalidMessageError, decode, pack_result
+from volley.protocol.codec import InvalidMessageError, decode, pack_result
+from volley.protocol.codes import ResultCode
 from volley.protocol.topology import MAX_PAYLOAD_SIZE
 from volley.version import __version__
-
-# Errors raised by the endpoint itself (not by user code): their repr is the Result's data.
-INTERNAL_ERRORS = ("CouldNotExecuteUserTaskError", "MaxResultSizeExceeded")
 
 
 class CouldNotExecuteUserTaskError(Exception):
@@ -98,12 +97,12 @@ def execute_task(
         ).unpack_and_deserialize(msg.data)
     except Exception as exc:
         err = CouldNotExecuteUserTaskError(f"{type(exc).__name__}: {exc}")
-        return error(repr(err), "CouldNotExecuteUserTaskError", f"remote error: {err}")
+        return error(repr(err), ResultCode.COULD_NOT_EXECUTE, f"remote error: {err}")
 
     try:
         value = fn(*args, **kwargs)
     except Exception as exc:
-        return error(_user_traceback(exc), "RemoteExecutionError",
+        return error(_user_traceback(exc), ResultCode.REMOTE_EXECUTION_ERROR,
                      "An error occurred during the execution of this task")
 
     try:
@@ -111,10 +110,10 @@ def execute_task(
     except Exception as exc:
         # the traceback includes the ExceptionGroup with every strategy's failure
         return error("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-                     "RemoteExecutionError", "An error occurred during the execution of this task")
+                     ResultCode.REMOTE_EXECUTION_ERROR, "An error occurred during the execution of this task")
     if len(data) > MAX_PAYLOAD_SIZE:
         too_big = MaxResultSizeExceeded(len(data), MAX_PAYLOAD_SIZE)
-        return error(repr(too_big), "MaxResultSizeExceeded", f"remote error: {too_big}")
+        return error(repr(too_big), ResultCode.MAX_RESULT_SIZE_EXCEEDED, f"remote error: {too_big}")
     statuses.append(_transition("execution-end"))
     return pack_result(task_id, data, details=_details(endpoint_id), task_statuses=statuses)
 

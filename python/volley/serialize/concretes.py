@@ -239,10 +239,14 @@ class _PlainSource(SerializationStrategy):
     def _source(fn: t.Any) -> str:
         raise NotImplementedError
 
+    @classmethod
+    def frame(cls, name: str, source: str) -> str:
+        """The payload for function ``name`` defined in ``source``."""
+        return cls.identifier + name + cls._separator + source
+
     def serialize(self, data: t.Any) -> str:
         ":meta private:"
-        name: str = data.__name__
-        return self.identifier + name + self._separator + self._source(data)
+        return self.frame(data.__name__, self._source(data))
 
     def deserialize(self, payload: str) -> t.Any:
         ":meta private:"

@@ -3,7 +3,6 @@ publishing with batched publisher confirms, and the per-task-group SDK queues.""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -13,9 +12,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from volley.protocol import topology as topo
+from volley.protocol.headers import submission_headers, task_headers
+from volley.protocol.outcomes import ACK, NACK, RETURNED
 from volley.service.settings import ServiceSettings
 from volley.transport import Publisher, open_publisher
-from volley.transport.base import PRECONDITION_FAILED, channel_code
+from volley.transport.base import NOT_FOUND, PRECONDITION_FAILED, channel_code
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +56,9 @@ class QueueLimits:
         return out
 
 
-def task_headers(
-    resource_specification: dict[str, Any] | None, result_serializers: list[str] | None
-) -> dict[str, Any]:
-    """The headers every task message of one submission carries besides its own ids."""
-    common: dict[str, Any] = {}
-    if resource_specification:
-        common["resource_specification"] = json.dumps(resource_specification)
-    if result_serializers:
-        common["result_serializers"] = list(result_serializers)
-    return common
-
-
 def is_not_found(exc: BaseException) -> bool:
-    """A channel closed with 404 NOT_FOUND: the native transport says so in ``code``, pika in
-    the reply text (not "404" alone, which a port number in a connection error may contain)."""
-    return getattr(exc, "code", None) == 404 or "NOT_FOUND" in str(exc)
+    """A channel the broker closed with 404 NOT_FOUND (either transport)."""
+    return channel_code(exc) == NOT_FOUND
 
 
 class BrokerGateway:
@@ -173,14 +161,11 @@ class BrokerGateway:
         confirmed.  Raises ``ConnectionError`` / ``TimeoutError`` when the broker cannot be
         reached or does not answer in time: then some messages may have arrived, none is known
         to have."""
-        common = task_headers(resource_specification, result_serializers)
+        common = submission_headers(resource_specification, result_serializers)
         rk = topo.task_queue(endpoint_id)
-        batch = [
-            (topo.TASKS_EXCHANGE, rk, body, {"function_uuid": fid, "task_uuid": tid, **common}, None)
-            for tid, fid, body in tasks
-        ]
+        batch = [(topo.TASKS_EXCHANGE, rk, body, task_headers(fid, tid, common), None) for tid, fid, body in tasks]
         outcomes = self.publisher.publish_batch(batch, mandatory=True)
-        returned = [i for i, o in enumerate(outcomes) if o == "returned"]
+        returned = [i for i, o in enumerate(outcomes) if o == RETURNED]
         if returned:
             # the endpoint's queue is gone (deleted by hand, or a broker that lost its state):
             # declare it again and send what came back, once
@@ -190,13 +175,13 @@ class BrokerGateway:
             again = self.publisher.publish_batch([batch[i] for i in returned], mandatory=True)
             for i, outcome in zip(returned, again, strict=True):
                 outcomes[i] = outcome
-        confirmed = {tid for (tid, _fid, _body), o in zip(tasks, outcomes, strict=True) if o == "ack"}
+        confirmed = {tid for (tid, _fid, _body), o in zip(tasks, outcomes, strict=True) if o == ACK}
         if len(confirmed) < len(tasks):
-            refused = sorted({o for o in outcomes if o != "ack"})
+            refused = sorted({o for o in outcomes if o != ACK})
             log.warning(
                 "the broker did not accept %d of %d task messages for endpoint %s (%s%s); "
                 "they stay in the outbox", len(tasks) - len(confirmed), len(tasks), endpoint_id,
-                ", ".join(refused), f": {self.task_queue_full(endpoint_id)}" if "nack" in refused else "",
+                ", ".join(refused), f": {self.task_queue_full(endpoint_id)}" if NACK in refused else "",
             )
         return confirmed
 

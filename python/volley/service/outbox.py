@@ -25,7 +25,9 @@ from sqlalchemy import Row, Table, and_, false, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from volley.protocol import topology as topo
-from volley.protocol.messages import pack_result, pack_task
+from volley.protocol.codec import pack_result, pack_task
+from volley.protocol.codes import ResultCode
+from volley.protocol.outcomes import ACK
 from volley.service.gateway import BrokerGateway
 from volley.service.models import TERMINAL_STATES, Endpoint, Function, Submission, Task
 
@@ -166,11 +168,11 @@ class _Round:
         reason = "the task's function was deleted before the task could be queued"
         batch = [
             (topo.RESULTS_EXCHANGE, topo.results_routing_key(t.endpoint_id),
-             pack_result(t.id, reason, error_code="FunctionDeleted", error_message=reason), None, None)
+             pack_result(t.id, reason, error_code=ResultCode.FUNCTION_DELETED, error_message=reason), None, None)
             for t in tasks
         ]
         outcomes = self.gateway.publisher.publish_batch(batch, mandatory=True)
-        done = [t.id for t, o in zip(tasks, outcomes, strict=True) if o == "ack"]
+        done = [t.id for t, o in zip(tasks, outcomes, strict=True) if o == ACK]
         if done:
             with self.sessions() as s:
                 mark_published(s, done)

@@ -22,10 +22,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from volley.protocol import topology as topo
-from volley.protocol.messages import pack_result
+from volley.protocol.codec import pack_result
+from volley.protocol.codes import ResultCode
+from volley.protocol.outcomes import ACK
 from volley.service.gateway import BrokerGateway
 from volley.service.models import TERMINAL_STATES, Endpoint, Task, TaskGroup
-from volley.transport import Consumer, Publisher, open_consumer
+from volley.transport import Consumer, Delivery, Publisher, open_consumer
 from volley.transport.reconnect import ConsumeLoop, ReconnectPolicy
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,12 @@ def _is_data_error(exc: DBAPIError) -> bool:
     from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
 
     return isinstance(exc, DataError | IntegrityError | ProgrammingError)
+
+
+def _task_id(d: Delivery) -> str:
+    """The task id of a delivery ``ResultRouter.handle`` accepted as a result."""
+    assert d.message is not None and d.message.task_id is not None
+    return d.message.task_id
 
 
 def dead_letter(consumer: Consumer, delivery: Any, why: str) -> None:
@@ -95,7 +103,7 @@ class ConsumerLoop(threading.Thread):
     def run(self) -> None:
         self.loop.run()
 
-    def handle(self, consumer: Consumer, batch: Sequence[Any]) -> None:
+    def handle(self, consumer: Consumer, batch: Sequence[Delivery]) -> None:
         raise NotImplementedError
 
 
@@ -146,12 +154,12 @@ class ResultRouter(ConsumerLoop):
             if self._publisher is not None:
                 self._publisher.close()
 
-    def handle(self, consumer: Consumer, batch: Sequence[Any]) -> None:
+    def handle(self, consumer: Consumer, batch: Sequence[Delivery]) -> None:
         results = []
         for d in batch:
             m = d.message
             if m is None or m.kind != "result":
-                dead_letter(consumer, d, d.invalid or f"a {m.kind!r} message is not a result")
+                dead_letter(consumer, d, d.invalid or f"a {m.kind if m else None!r} message is not a result")
             else:
                 results.append(d)
         if not results:
@@ -170,7 +178,7 @@ class ResultRouter(ConsumerLoop):
         else:
             consumer.ack_through(max(d.tag for d in results))
 
-    def _route(self, results: Sequence[Any]) -> _Plan:
+    def _route(self, results: Sequence[Delivery]) -> _Plan:
         """Store the batch's results in one commit, then forward them to the SDK queues, then
         mark what the broker confirmed as ``forwarded``.  Storing first means a result the SDK
         holds is always one the REST API serves too (a client may ask for it at once)."""
@@ -189,7 +197,7 @@ class ResultRouter(ConsumerLoop):
         if not stored_all:
             # one result poisons the batch: store them one by one to find it; a refused one is
             # dead-lettered and not forwarded
-            first = {d.message.task_id: d for d in reversed(results)}  # the delivery of each row
+            first = {_task_id(d): d for d in reversed(results)}  # the delivery of each row
             for row in plan.rows:
                 with self.sessions() as s:
                     try:
@@ -210,11 +218,11 @@ class ResultRouter(ConsumerLoop):
                 s.commit()
         return plan
 
-    def _plan(self, s: Session, results: Sequence[Any]) -> _Plan:
+    def _plan(self, s: Session, results: Sequence[Delivery]) -> _Plan:
         """Decide, from the stored tasks, what each result calls for (no writes)."""
         out = _Plan()
         now = time.time()
-        ids = sorted({d.message.task_id for d in results})
+        ids = sorted({_task_id(d) for d in results})
         # FOR UPDATE (PostgreSQL): of two service processes given the same result, the second
         # waits and then sees the task complete; locking in id order avoids deadlocks
         query = (
@@ -230,6 +238,7 @@ class ResultRouter(ConsumerLoop):
         seen: set[str] = set()
         for d in results:
             m = d.message
+            assert m is not None and m.task_id is not None and m.data is not None  # handle() checked
             task = tasks.get(m.task_id)
             sender = _endpoint_of(d.routing_key, "results")
             if task is None or sender != task.endpoint_id:
@@ -253,9 +262,9 @@ class ResultRouter(ConsumerLoop):
                     f"MaxResultSizeExceeded: the task's result of {len(m.data)} characters "
                     f"exceeds the {topo.MAX_PAYLOAD_SIZE} character (10 MiB) limit"
                 )
-                details.update(error_code="MaxResultSizeExceeded", error_message=text)
+                details.update(error_code=ResultCode.MAX_RESULT_SIZE_EXCEEDED, error_message=text)
                 row.update(status="failed", exception=text)
-                body = pack_result(task.id, text, error_code="MaxResultSizeExceeded",
+                body = pack_result(task.id, text, error_code=ResultCode.MAX_RESULT_SIZE_EXCEEDED,
                                    error_message=text, details=m.details_dict())
             elif m.is_error:
                 details.update(error_code=m.error_code, error_message=m.error_message)
@@ -281,7 +290,7 @@ class ResultRouter(ConsumerLoop):
         details = task.details or {}
         code, message = details.get("error_code"), details.get("error_message")
         if task.status == "failed":
-            return pack_result(task.id, task.exception or "", error_code=code or "UNKNOWN_TASK_FAILURE",
+            return pack_result(task.id, task.exception or "", error_code=code or ResultCode.UNKNOWN_TASK_FAILURE,
                                error_message=message or "", details=task.details)
         return pack_result(task.id, task.result or "", details=task.details)
 
@@ -295,22 +304,23 @@ class ResultRouter(ConsumerLoop):
             outcomes = self._forwarder().publish_batch(batch)
         except (ConnectionError, TimeoutError) as exc:
             log.warning("could not forward %d results (%s); they will be forwarded on redelivery", len(batch), exc)
-            outcomes = ["error"] * len(batch)
-        # an unroutable forward (its queue expired or was never made) is still "ack": the
+            plan.unconfirmed = [d for d, *_ in plan.forwards]
+            return set()
+        # an unroutable forward (its queue expired or was never made) is still ACK: the
         # default exchange drops it and the SDK can fetch the result over REST
-        plan.unconfirmed = [d for (d, *_), o in zip(plan.forwards, outcomes, strict=True) if o != "ack"]
-        return {t for (_d, t, *_), o in zip(plan.forwards, outcomes, strict=True) if o == "ack"}
+        plan.unconfirmed = [d for (d, *_), o in zip(plan.forwards, outcomes, strict=True) if o != ACK]
+        return {t for (_d, t, *_), o in zip(plan.forwards, outcomes, strict=True) if o == ACK}
 
 
 class HeartbeatListener(ConsumerLoop):
     queue = topo.HEARTBEATS_QUEUE
 
-    def handle(self, consumer: Consumer, batch: Sequence[Any]) -> None:
+    def handle(self, consumer: Consumer, batch: Sequence[Delivery]) -> None:
         latest: dict[str, Any] = {}
         for d in batch:
             m = d.message
             sender = _endpoint_of(d.routing_key, "heartbeats")
-            if m is None or m.kind != "ep_status_report" or m.endpoint_id != sender:
+            if m is None or m.kind != "ep_status_report" or m.endpoint_id is None or m.endpoint_id != sender:
                 dead_letter(consumer, d, d.invalid or f"not a status report of endpoint {sender}")
                 continue
             latest[m.endpoint_id] = m

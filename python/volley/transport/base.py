@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from volley.protocol.codec import WireMessage
 from volley.protocol.messages import Message
+from volley.protocol.outcomes import PublishOutcome
 
 # (exchange, routing_key, body, headers, timestamp)
 OutgoingMessage = tuple[str, str, bytes, "dict[str, Any] | None", "int | None"]
@@ -46,9 +48,34 @@ class PublishTimeoutError(TimeoutError):
     """Publisher confirms did not arrive in time."""
 
 
+class Delivery(Protocol):
+    """One consumed message, as both transports hand it out (``volley._core.Delivery`` and
+    :class:`PikaDelivery`).  ``message`` is the decoded envelope, or None with ``invalid``
+    saying why the body is not a valid message."""
+
+    @property
+    def tag(self) -> int: ...
+    @property
+    def redelivered(self) -> bool: ...
+    @property
+    def exchange(self) -> str: ...
+    @property
+    def routing_key(self) -> str: ...
+    @property
+    def timestamp(self) -> int | None: ...
+    @property
+    def headers(self) -> dict[str, Any]: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def message(self) -> WireMessage | None: ...
+    @property
+    def invalid(self) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
-class Delivery:
-    """One consumed message; the Rust ``volley._core.Delivery`` has the same attributes."""
+class PikaDelivery:
+    """The pure-Python transport's :class:`Delivery`."""
 
     tag: int
     redelivered: bool
@@ -62,7 +89,7 @@ class Delivery:
 
 
 class Consumer(Protocol):
-    def next_batch(self, max_messages: int = 1024, timeout: float | None = None) -> Sequence[Any]:
+    def next_batch(self, max_messages: int = 1024, timeout: float | None = None) -> Sequence[Delivery]:
         """Wait (up to ``timeout``) for deliveries; return what is buffered, at most ``max_messages``."""
 
     def ack_through(self, tag: int) -> None:
@@ -91,7 +118,7 @@ class Publisher(Protocol):
         mandatory: bool = False,
         content_type: str | None = None,
         timeout: float | None = 30.0,
-    ) -> str:
+    ) -> PublishOutcome:
         """Publish one message and wait for its confirm: ``"ack"``, ``"nack"`` or ``"returned"``."""
 
     def publish_batch(
@@ -101,7 +128,7 @@ class Publisher(Protocol):
         persistent: bool = True,
         mandatory: bool = False,
         timeout: float | None = 30.0,
-    ) -> list[str]:
+    ) -> list[PublishOutcome]:
         """Publish all, then wait for all confirms; one outcome per message, in order."""
 
     def declare_exchange(self, name: str, kind: str, *, durable: bool = True, passive: bool = False) -> None: ...

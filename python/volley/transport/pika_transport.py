@@ -20,10 +20,11 @@ import pika
 import pika.exceptions as pex
 
 from volley.protocol.messages import InvalidMessageError, decode
+from volley.protocol.outcomes import ACK, NACK, RETURNED, PublishOutcome
 from volley.transport.base import (
     ChannelClosedError,
-    Delivery,
     OutgoingMessage,
+    PikaDelivery,
     PublishTimeoutError,
     TransportError,
 )
@@ -78,7 +79,7 @@ class PikaConsumer:
         self._exclusive = exclusive
         self._decode = decode
         self._reconnect_attempts = reconnect_attempts
-        self._buffer: deque[Delivery] = deque()
+        self._buffer: deque[PikaDelivery] = deque()
         self._floor = 0  # tags at or below belong to connections that are gone
         self._last_tag = 0
         self._closing = False
@@ -121,7 +122,7 @@ class PikaConsumer:
             except Exception as exc:
                 invalid = f"could not decode the body: {type(exc).__name__}: {str(exc)[:200]}"
         self._buffer.append(
-            Delivery(
+            PikaDelivery(
                 tag=tag,
                 redelivered=bool(method.redelivered),
                 exchange=method.exchange,
@@ -157,7 +158,7 @@ class PikaConsumer:
             except Exception:  # already broken; nothing more to release
                 pass
 
-    def next_batch(self, max_messages: int = 1024, timeout: float | None = None) -> list[Delivery]:
+    def next_batch(self, max_messages: int = 1024, timeout: float | None = None) -> list[PikaDelivery]:
         with self._busy:
             deadline = None if timeout is None else time.monotonic() + timeout
             while not self._buffer and not self._closing:
@@ -309,7 +310,7 @@ class PikaPublisher:
         mandatory: bool = False,
         content_type: str | None = None,
         timeout: float | None = 30.0,
-    ) -> str:
+    ) -> PublishOutcome:
         props = pika.BasicProperties(
             delivery_mode=2 if persistent else 1,
             headers=headers,
@@ -317,14 +318,14 @@ class PikaPublisher:
             content_type=content_type,
         )
 
-        def op(ch: Any) -> str:
+        def op(ch: Any) -> PublishOutcome:
             try:
                 ch.basic_publish(exchange, routing_key, body, properties=props, mandatory=mandatory)
             except pex.UnroutableError:
-                return "returned"
+                return RETURNED
             except pex.NackError:
-                return "nack"
-            return "ack"
+                return NACK
+            return ACK
 
         return self._with_channel(f"publish to {exchange!r}/{routing_key!r}", op)
 
@@ -335,9 +336,9 @@ class PikaPublisher:
         persistent: bool = True,
         mandatory: bool = False,
         timeout: float | None = 30.0,
-    ) -> list[str]:
+    ) -> list[PublishOutcome]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        out = []
+        out: list[PublishOutcome] = []
         for exchange, routing_key, body, headers, timestamp in messages:
             if deadline is not None and time.monotonic() > deadline:
                 raise PublishTimeoutError(f"confirms for {len(messages)} messages took over {timeout}s")

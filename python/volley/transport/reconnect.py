@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from volley.transport.base import Consumer
+from volley.transport.base import Consumer, Delivery
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class Outage:
         return True
 
 
-Batch = Sequence[Any]
+Batch = Sequence[Delivery]
 
 
 class ConsumeLoop:

@@ -16,7 +16,8 @@ import traceback
 from concurrent.futures import Future
 from typing import Any
 
-from volley.protocol.messages import pack_result
+from volley.protocol.codec import pack_result
+from volley.protocol.codes import ResultCode
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class Engine:
                 exc = ResourceSpecError(f"could not be checked: {type(exc).__name__}: {exc}")
             out.set_result(error_result(
                 task_id, f"Failed to start task: InvalidResourceSpecification: {exc}",
-                "InvalidResourceSpecification", f"remote error: {exc}", self.endpoint_id,
+                ResultCode.INVALID_RESOURCE_SPECIFICATION, f"remote error: {exc}", self.endpoint_id,
             ))
             return out
         with self._lock:
@@ -160,7 +161,7 @@ class Engine:
         except Exception as exc:  # the backend refused the task (e.g. Parsl in a bad state)
             log.exception("engine could not start task %s", task_id)
             out.set_result(error_result(
-                task_id, f"Failed to start task: {exc!r}", "UNKNOWN_TASK_FAILURE",
+                task_id, f"Failed to start task: {exc!r}", ResultCode.UNKNOWN_TASK_FAILURE,
                 f"remote error: {exc}", self.endpoint_id,
             ))
             return
@@ -188,7 +189,7 @@ class Engine:
                 task_id,
                 f"The endpoint's engine lost this task {len(failures)} time(s) "
                 f"(max_retries_on_system_failure={self.max_retries}):\n{attempts}",
-                "UNKNOWN_TASK_FAILURE", f"remote error: {type(exc).__name__}: {exc}", self.endpoint_id,
+                ResultCode.UNKNOWN_TASK_FAILURE, f"remote error: {type(exc).__name__}: {exc}", self.endpoint_id,
             ))
 
         inner.add_done_callback(done)

@@ -12,7 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from volley.protocol import topology as topo
-from volley.protocol.messages import pack_result
+from volley.protocol.codec import pack_result
+from volley.protocol.codes import ResultCode
+from volley.protocol.outcomes import ACK
 from volley.service.broker_admin import BrokerAdminError
 from volley.service.credentials import new_salt
 from volley.service.errors import (
@@ -197,11 +199,11 @@ def _fail_tasks(c: Caller, endpoint_id: str, task_ids: list[str], reason: str) -
         chunk = task_ids[i : i + 1000]
         batch = [
             (topo.RESULTS_EXCHANGE, rk,
-             pack_result(tid, reason, error_code="EndpointDeleted", error_message=reason), None, None)
+             pack_result(tid, reason, error_code=ResultCode.ENDPOINT_DELETED, error_message=reason), None, None)
             for tid in chunk
         ]
         outcomes = c.state.gateway.publisher.publish_batch(batch, mandatory=True)
-        if any(o != "ack" for o in outcomes):
+        if any(o != ACK for o in outcomes):
             raise ConnectionError(f"the broker did not accept the failure notices of {len(chunk)} tasks")
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import Table, and_, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from volley.protocol import topology as topo
-from volley.protocol.messages import pack_task
+from volley.protocol.codec import pack_task
 from volley.service.broker_admin import BrokerAdminError
 from volley.service.errors import (
     COMMON_RESPONSES,
