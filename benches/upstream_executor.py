@@ -1,5 +1,5 @@
 """The upstream ``globus_compute_sdk.Executor`` (4.19, bench environment only) pointed at our
-service, as reference/sdk.md §9.4 describes: a static bearer token, ``_compute_web_client``
+service the way upstream documents for another service: a static bearer token, ``_compute_web_client``
 replaced to target the local URL, and ``SSL_CERT_FILE`` set by the caller so that upstream's
 pika trusts the private broker's CA.  Runs N no-op tasks and prints one JSON object; with ``--submit-only``, measures
 submission against an endpoint that is not running, as probe_submit.py does for Volley.

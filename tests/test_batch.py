@@ -1,4 +1,4 @@
-"""Batch: task-group validation, add() checks and messages, prepare() layout (sdk.md §4.5)."""
+"""Batch: task-group validation, add() checks and messages, prepare() layout (the submit body of docs/service.md)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_add_serializes_args_and_kwargs_as_framed_buffers() -> None:
     (payload,) = b.tasks[uuid.UUID(FN)]
     args, kwargs = (ser.deserialize(x) for x in ser.unpack_buffers(payload))
     assert args == (1, 2) and kwargs == {"a": 1}
-    # the exact bytes upstream produces for the same values (sdk.md §5.1 vectors)
+    # the exact bytes upstream produces for the same values
     assert payload == "28\n00\ngASVBwAAAAAAAABLAUsChpQu\n32\n00\ngASVCgAAAAAAAAB9lIwBYZRLAXMu\n"
 
 

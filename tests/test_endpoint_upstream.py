@@ -1,7 +1,7 @@
 """Interop: the real upstream endpoint worker (globus-compute-endpoint 4.19.0, its own venv made
 by scripts/setup.sh) runs tasks submitted through ``volley.Executor``.
 
-Recipe of endpoint-protocol.md §11: the worker is started as ``_start-user-endpoint NAME`` with
+Upstream's own recipe for a multi-user endpoint: the worker is started as ``_start-user-endpoint NAME`` with
 the AMQP credentials our service issues at registration (POST /v3/endpoints) on stdin; it
 consumes its task queue on our broker and publishes results and heartbeats there.  TLS: pika
 builds its default SSL context for ``amqps://``, which trusts ``SSL_CERT_FILE`` (our CA).

@@ -1,5 +1,6 @@
 """Behaviour of ``volley.serialize``: strategies, framing, ComputeSerializer, validation and
-allowlists, with the reference's payload vectors and error texts (reference/sdk.md §5).
+allowlists, with upstream's payload vectors and error texts (the wire compatibility of
+docs/protocol.md, "Framing").
 
 This module must stay named ``test_serialization``: the legacy PickleCode vector below pickles
 ``test_serialization.foo`` by reference.

@@ -3,7 +3,8 @@ with a static bearer token: register a function, submit through its Executor, ge
 
 It runs against the local stack's own service process (uvicorn on SQLite) and default endpoint.
 The upstream Client only knows fixed service URLs per environment, so the test points its
-URL lookup at the stack (reference/sdk.md §9.4 names this as a supported way) and trusts the
+URL lookup at the stack (upstream documents overriding the web client as the way to reach
+another service) and trusts the
 stack's CA for the AMQPS result stream through ``SSL_CERT_FILE``, which pika's default TLS
 context reads.
 """

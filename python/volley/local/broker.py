@@ -79,11 +79,6 @@ class BrokerInfo:
         password = password or self.admin_password
         return f"amqps://{quote(user, safe='')}:{quote(password, safe='')}@localhost:{self.amqps_port}/%2F"
 
-    def management_url(self) -> str:
-        """The management API's base URL, administrative credentials included."""
-        user, password = quote(self.admin_user, safe=""), quote(self.admin_password, safe="")
-        return f"https://{user}:{password}@localhost:{self.management_port}"
-
 
 def _closes(port: int, within: float) -> bool:
     """Wait (up to ``within`` seconds) for nothing to listen on ``port`` any more."""

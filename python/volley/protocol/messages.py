@@ -1,7 +1,7 @@
 """The messagepack v1 envelope, in pure Python.
 
 Every AMQP body in the system is ``0x01`` followed by compact JSON
-``{"message_type": ..., "data": {...}}`` (reference/endpoint-protocol.md §2).  This is the
+``{"message_type": ..., "data": {...}}`` (docs/protocol.md, "Message bodies").  This is the
 reference codec: ``volley._core`` implements the same functions in Rust and must produce the
 same bytes, which the test suite checks on generated messages.
 

@@ -1,4 +1,4 @@
-"""Broker names every program agrees on (reference/endpoint-protocol.md §5.2)."""
+"""Broker names every program agrees on (docs/protocol.md, "Exchanges and queues")."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def sdk_queue_prefix(user_id: str) -> str:
 
 
 def queue_info(connection_url: str, exchange: str, queue: str, routing_key: str | None = None) -> dict:
-    """A ``*_queue_info`` object as handed to endpoints (§5.1)."""
+    """A ``*_queue_info`` object as handed to endpoints (docs/protocol.md)."""
     info: dict = {"connection_url": connection_url, "exchange": exchange, "queue": queue}
     if routing_key is not None:
         info["queue_publish_kwargs"] = {

@@ -1,4 +1,4 @@
-"""``Batch``: many task submissions sent in one HTTP request (reference/sdk.md §4.5)."""
+"""``Batch``: many task submissions sent in one HTTP request (``POST /v3/endpoints/{id}/submit``, docs/service.md)."""
 
 from __future__ import annotations
 

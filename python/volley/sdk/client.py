@@ -1,4 +1,4 @@
-"""``Client``: the REST API of reference/sdk.md §4, against a Volley (or compatible) service.
+"""``Client``: the REST API (docs/service.md), against a Volley (or compatible) service.
 
 Where to connect: ``service_url=``/``token=`` arguments, else ``VOLLEY_SERVICE_URL`` /
 ``VOLLEY_TOKEN`` / ``VOLLEY_CA_FILE``, else the configuration ``volley local up`` writes.
@@ -161,8 +161,8 @@ class Client:
             out["completion_t"] = completion_t
         elif "exception" in doc:
             raise TaskExecutionFailed(doc["exception"], completion_t)
-        else:
-            out["reason"] = doc.get("reason", "unknown")
+        else:  # the service answers every completed task with one or the other
+            raise ValueError(f"Task {task_id} is {status} but the answer has no result or exception: ({doc})")
         self._task_status_table[task_id] = out
         return out
 
@@ -178,9 +178,7 @@ class Client:
         task = self.get_task(task_id)
         if task["pending"]:
             raise TaskPending(task["status"])
-        if "result" in task:
-            return task["result"]
-        raise TaskPending(task.get("reason", "unknown"))
+        return task["result"]
 
     def get_batch_result(self, task_id_list: list[Any]) -> dict[str, Any]:
         ids = [str(t) for t in task_id_list]

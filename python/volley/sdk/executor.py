@@ -1,8 +1,8 @@
 """``Executor``: a ``concurrent.futures.Executor`` that runs functions on a remote endpoint.
 
-``submit`` only enqueues; a submitter thread serializes arguments and sends batches (grouped by
-task group, endpoint, resource specification, user endpoint config and result serializers), and
-a per-task-group ``ResultWatcher`` streams results back over AMQPS.  Unlike upstream there is
+``submit`` only enqueues; a submitter thread groups tasks into batches (by task group, endpoint,
+resource specification, user endpoint config and result serializers), a small pool of sender
+threads serializes each batch's arguments and sends it, and a per-task-group ``ResultWatcher`` streams results back over AMQPS.  Unlike upstream there is
 no client-side burst limiter stalling bulk work (its arguments are accepted and kept), batches
 go out concurrently, and a failed batch fails only its own futures.
 """

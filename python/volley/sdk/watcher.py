@@ -135,7 +135,8 @@ class ResultWatcher(threading.Thread):
             return list(self._open.values())
 
     def stop_when_idle(self) -> None:
-        """Stop once no future is open (results for futures not yet registered are dropped)."""
+        """Stop once no future is open.  Results received for futures not registered yet are
+        kept: the group's next watcher takes them over (``_UNCLAIMED``)."""
         self._stop_when_idle.set()
 
     def shutdown(self) -> None:

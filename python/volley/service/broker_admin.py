@@ -83,10 +83,6 @@ class ManagementApi:
             {"exchange": exchange, "write": write, "read": read},
         )
 
-    def connections_of(self, user: str) -> list[dict[str, Any]]:
-        conns = self._call("GET", "/connections?columns=name,user") or []
-        return [c for c in conns if c.get("user") == user]
-
     # --- vhosts ------------------------------------------------------------------------------------
     def put_vhost(self, name: str) -> None:
         self._call("PUT", f"/vhosts/{self._q(name)}", {})

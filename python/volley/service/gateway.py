@@ -1,4 +1,4 @@
-"""The service's side of the broker: topology (reference/endpoint-protocol.md §5.2), task
+"""The service's side of the broker: topology (docs/protocol.md), task
 publishing with batched publisher confirms, and the per-task-group SDK queues."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Request bodies and response shapes of the REST API (reference/sdk.md §4,
-reference/endpoint-protocol.md §4).  They also make up the served OpenAPI schema.
+"""Request bodies and response shapes of the REST API (docs/service.md).  They also make up
+the served OpenAPI schema.
 
 Request models ignore unknown fields (newer SDKs may add some); responses are TypedDicts so
 optional keys are absent rather than ``null`` -- the SDK tests ``"result" in doc``.

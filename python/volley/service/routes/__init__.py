@@ -1,4 +1,4 @@
-"""REST routes (reference/sdk.md §4, reference/endpoint-protocol.md §4).
+"""REST routes (docs/service.md).
 
 Handlers are plain functions (FastAPI runs them on its thread pool): the database and broker
 clients they use are blocking.  Anything a caller does not own answers 404, exactly as if it
