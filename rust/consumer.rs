@@ -38,7 +38,10 @@ const PUMP_CHUNK: usize = 256;
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     pub queue: String,
+    /// The subscription's per-consumer limit: the ceiling.
     pub prefetch: u16,
+    /// A channel-wide limit applied before subscribing (see [`ConsumerCore::set_prefetch`]).
+    pub channel_prefetch: Option<u16>,
     pub exclusive: bool,
     pub decode: bool,
     pub reconnect_attempts: u32,
@@ -76,6 +79,9 @@ struct State {
     failure: Option<CoreError>,
     closed: bool,
     driver_done: bool,
+    /// The channel-wide prefetch set by [`ConsumerCore::set_prefetch`], re-applied after a
+    /// reconnect; `None` leaves only the per-consumer limit of the subscription.
+    channel_prefetch: Option<u16>,
 }
 
 struct Shared {
@@ -139,7 +145,10 @@ impl ConsumerCore {
         let Connected { session, spec, cfg } = connected;
         let (close_tx, close_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                channel_prefetch: cfg.channel_prefetch,
+                ..State::default()
+            }),
             ready: Condvar::new(),
             close_tx,
         });
@@ -205,6 +214,32 @@ impl ConsumerCore {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// Change how many unacked deliveries the broker may push, at once and without
+    /// re-subscribing: a channel-wide `basic.qos` (RabbitMQ applies it to the running consumer
+    /// at once, besides the subscription's own per-consumer limit, which stays the ceiling).
+    pub fn set_prefetch(&self, count: u16) -> Result<()> {
+        self.guard.check()?;
+        let channel = {
+            let mut st = self.shared.lock();
+            if st.closed {
+                return Ok(());
+            }
+            st.channel_prefetch = Some(count);
+            st.channel.clone()
+        };
+        let Some(channel) = channel else {
+            return Ok(()); // between connections: applied when the next one opens
+        };
+        let target = self.spec.display().to_owned();
+        let pending = Pending::spawn(&self.handle, async move {
+            channel
+                .basic_qos(count, BasicQosOptions { global: true })
+                .await
+                .map_err(|e| op_error(&e, "basic.qos", &target))
+        });
+        pending.wait_all()
     }
 
     /// `basic.ack(tag, multiple=true)`.
@@ -376,6 +411,12 @@ async fn subscribe(
         .basic_qos(cfg.prefetch, BasicQosOptions { global: false })
         .await
         .map_err(|e| op_error(&e, "basic.qos", target))?;
+    if let Some(count) = cfg.channel_prefetch {
+        channel
+            .basic_qos(count, BasicQosOptions { global: true })
+            .await
+            .map_err(|e| op_error(&e, "basic.qos", target))?;
+    }
     let consumer = channel
         .basic_consume(
             short_string(&cfg.queue, "queue name")?,
@@ -518,6 +559,14 @@ async fn drive(
         match reconnect(&spec, &cfg, &mut close_rx, &reason).await {
             Ok(Some(new)) => {
                 begin_epoch(&shared, &new);
+                let again = shared.lock().channel_prefetch;
+                if let Some(count) = again {
+                    // best effort: a failure here surfaces as a lost connection on the next pump
+                    let _ = new
+                        .channel
+                        .basic_qos(count, BasicQosOptions { global: true })
+                        .await;
+                }
                 session = new;
             }
             Ok(None) => return, // closed while waiting

@@ -304,3 +304,26 @@ def test_a_closed_channel_carries_its_amqp_code(broker: BrokerInfo, transport: s
     with pytest.raises(ConnectionError) as info:
         open_consumer(broker.url(), f"absent-{uuid.uuid4().hex[:8]}", transport=transport, ca_file=broker.ca_file)
     assert channel_code(info.value) == NOT_FOUND
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_set_prefetch_changes_the_running_consumers_credit(broker: BrokerInfo, transport: str) -> None:
+    """The channel-wide prefetch bounds unacked deliveries below the subscription's own
+    ceiling, and set_prefetch moves it on the running consumer (the endpoint adapts it)."""
+    pub = open_publisher(broker.url(), transport=transport, ca_file=broker.ca_file)
+    q = _queue(pub)
+    pub.publish_batch([("", q, b, None, None) for _, b in _results(20)])
+    c = open_consumer(broker.url(), q, transport=transport, ca_file=broker.ca_file, prefetch=100,
+                      channel_prefetch=3)
+    held = _drain(c, 3)
+    assert len(held) == 3 and c.next_batch(100, timeout=0.5) == []  # no credit for a 4th
+    c.set_prefetch(8)
+    held += _drain(c, 8)
+    assert len(held) == 8 and c.next_batch(100, timeout=0.5) == []
+    c.ack_through(held[-1].tag)
+    rest = _drain(c, 8)
+    assert len(rest) == 8  # the same 8 of credit, not the subscription's 100
+    c.ack_through(rest[-1].tag)
+    assert len(_drain(c, 4)) == 4
+    c.close()
+    pub.close()

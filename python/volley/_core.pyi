@@ -127,7 +127,9 @@ class Delivery:
 class Consumer:
     """Consume one queue with manual acks.
 
-    Connects (GIL released), sets ``basic_qos(prefetch)`` and subscribes. By default a lost
+    Connects (GIL released), sets ``basic_qos(prefetch)`` (per consumer: the ceiling) and, with
+    ``channel_prefetch``, a channel-wide limit that :meth:`set_prefetch` changes later, and
+    subscribes. By default a lost
     connection is reported at once (the next ``next_batch`` raises) and the caller's one
     reconnect policy (``volley.transport.reconnect``) opens a new Consumer. With
     ``reconnect_attempts`` > 0 it reconnects itself first, with exponential back-off (0.1 s
@@ -146,11 +148,15 @@ class Consumer:
         exclusive: bool = False,
         decode: bool = True,
         reconnect_attempts: int = 0,
+        channel_prefetch: int | None = None,
     ) -> Consumer: ...
     def next_batch(self, max_messages: int = 1024, timeout: float | None = None) -> list[Delivery]:
         """Block (GIL released, Ctrl-C honoured) until at least one delivery is available, then
         return up to ``max_messages`` already buffered. ``[]`` on timeout or after close();
         AmqpConnectionError when reconnecting failed."""
+    def set_prefetch(self, count: int) -> None:
+        """Change the prefetch of the running consumer (a channel-wide ``basic.qos``, kept
+        across its own reconnects); the ``prefetch`` it was created with stays the ceiling."""
     def ack_through(self, tag: int) -> None:
         """Ack every delivery up to ``tag`` (``multiple=True``); a tag of an earlier connection
         is a no-op."""

@@ -97,6 +97,14 @@ impl PyDelivery {
 }
 
 /// A streaming consumer of one queue with manual acks; see `_core.pyi`.
+fn prefetch_count(count: u32) -> PyResult<u16> {
+    u16::try_from(count).map_err(|_| {
+        PyValueError::new_err(format!(
+            "prefetch must be between 0 and 65535 (0 means unlimited), got {count}"
+        ))
+    })
+}
+
 #[pyclass(frozen, module = "volley._core", name = "Consumer")]
 pub struct PyConsumer {
     core: ConsumerCore,
@@ -106,7 +114,7 @@ pub struct PyConsumer {
 impl PyConsumer {
     #[new]
     #[pyo3(signature = (url, queue, *, ca_file=None, port=None, prefetch=1000, exclusive=false,
-                        decode=true, reconnect_attempts=0))]
+                        decode=true, reconnect_attempts=0, channel_prefetch=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -118,17 +126,16 @@ impl PyConsumer {
         exclusive: bool,
         decode: bool,
         reconnect_attempts: u32,
+        channel_prefetch: Option<u32>,
     ) -> PyResult<Self> {
-        let prefetch = u16::try_from(prefetch).map_err(|_| {
-            PyValueError::new_err(format!(
-                "prefetch must be between 0 and 65535 (0 means unlimited), got {prefetch}"
-            ))
-        })?;
+        let prefetch = prefetch_count(prefetch)?;
+        let channel_prefetch = channel_prefetch.map(prefetch_count).transpose()?;
         let handle = runtime::handle()?;
         let spec = Arc::new(ConnectSpec::new(url, port, ca_file)?);
         let cfg = Arc::new(ConsumerConfig {
             queue: queue.to_owned(),
             prefetch,
+            channel_prefetch,
             exclusive,
             decode,
             reconnect_attempts,
@@ -138,6 +145,14 @@ impl PyConsumer {
         Ok(PyConsumer {
             core: ConsumerCore::start(&handle, connected),
         })
+    }
+
+    /// Change the prefetch of the running consumer (channel-wide `basic.qos`); the
+    /// subscription's own `prefetch` stays the ceiling.
+    fn set_prefetch(&self, py: Python<'_>, count: u32) -> PyResult<()> {
+        let count = prefetch_count(count)?;
+        py.detach(|| self.core.set_prefetch(count))
+            .map_err(Into::into)
     }
 
     #[pyo3(signature = (max_messages=1024, timeout=None))]

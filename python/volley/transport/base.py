@@ -92,6 +92,10 @@ class Consumer(Protocol):
     def next_batch(self, max_messages: int = 1024, timeout: float | None = None) -> Sequence[Delivery]:
         """Wait (up to ``timeout``) for deliveries; return what is buffered, at most ``max_messages``."""
 
+    def set_prefetch(self, count: int) -> None:
+        """Change how many unacked deliveries the broker may push to this consumer, at once (a
+        channel-wide ``basic.qos``); the prefetch it was opened with stays the ceiling."""
+
     def ack_through(self, tag: int) -> None:
         """Acknowledge every delivery up to and including ``tag``."""
 

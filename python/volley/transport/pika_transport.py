@@ -72,6 +72,7 @@ class PikaConsumer:
         exclusive: bool = False,
         decode: bool = True,
         reconnect_attempts: int = 0,
+        channel_prefetch: int | None = None,
     ) -> None:
         self._params = connection_parameters(url, ca_file=ca_file, port=port)
         self._queue = queue
@@ -79,6 +80,7 @@ class PikaConsumer:
         self._exclusive = exclusive
         self._decode = decode
         self._reconnect_attempts = reconnect_attempts
+        self._channel_prefetch = channel_prefetch  # set_prefetch's value, kept across reconnects
         self._buffer: deque[PikaDelivery] = deque()
         self._floor = 0  # tags at or below belong to connections that are gone
         self._last_tag = 0
@@ -97,6 +99,8 @@ class PikaConsumer:
         try:
             channel = conn.channel()
             channel.basic_qos(prefetch_count=self._prefetch)
+            if self._channel_prefetch is not None:
+                channel.basic_qos(prefetch_count=self._channel_prefetch, global_qos=True)
             self._floor = self._last_tag
             channel.basic_consume(
                 self._queue, self._on_message, auto_ack=False, exclusive=self._exclusive
@@ -194,6 +198,20 @@ class PikaConsumer:
                 except (*_CONNECTION_ERRORS, pex.AMQPChannelError):
                     pass  # that connection is gone: the broker redelivers after reconnect
             # else: the delivery's connection is gone; the broker will redeliver it
+            if self._closing:
+                self._finish_close()
+
+    def set_prefetch(self, count: int) -> None:
+        """As the native Consumer's: a channel-wide ``basic.qos`` on the running consumer."""
+        if not 0 <= count <= 65535:
+            raise ValueError(f"prefetch must be between 0 and 65535 (0 means unlimited), got {count}")
+        with self._busy:
+            self._channel_prefetch = count
+            if self._channel is not None and not self._closed:
+                try:
+                    self._channel.basic_qos(prefetch_count=count, global_qos=True)
+                except (*_CONNECTION_ERRORS, pex.AMQPChannelError):
+                    pass  # that connection is gone: the next one applies it
             if self._closing:
                 self._finish_close()
 
