@@ -43,6 +43,7 @@ from volley.endpoint.engines import Engine, build_engine
 from volley.endpoint.errors import AgentError, AlreadyRunning, QueueHeld
 from volley.endpoint.heartbeats import Heartbeats
 from volley.endpoint.intake import TaskIntake
+from volley.endpoint.prefetch import AdaptivePrefetch
 from volley.endpoint.results import ResultSender
 from volley.endpoint.store import ResultStore
 from volley.private_files import private_dir, private_file, write_private
@@ -78,7 +79,7 @@ class Agent:
         self.started = time.time()
         self._reg: dict[str, Any] = {}
         self._consuming = False  # true once the task queue was ours
-        self.prefetch = 0
+        self.prefetch: AdaptivePrefetch | None = None
         self.policy = ReconnectPolicy.default()
 
     # --- start-up -------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ class Agent:
             self.config.engine_type, self.config.engine_options(), endpoint_id=eid,
             endpoint_dir=str(self.dir), run_in_sandbox=self.config.sandbox,
         )
-        self.prefetch = self.config.prefetch or 2 * engine.capacity + 8
+        self.prefetch = AdaptivePrefetch(engine.capacity, fixed=self.config.prefetch)
         publisher = self.publisher = self._open_publisher(reg["result_queue_info"]["connection_url"],
                                                           (results_route[0], heartbeats_route[0]))
         if publisher is None:
@@ -185,8 +186,9 @@ class Agent:
             self.heartbeats.start()
             # `volley endpoint start --detach` waits for this: registered, consuming, engine up
             write_private(self.dir / "daemon.ready", str(os.getpid()), fsync=False)
-            log.info("endpoint %s (%s) consuming %s with %s, prefetch %d", self.name, self.endpoint_id,
-                     reg["task_queue_info"]["queue"], engine.type_name, self.prefetch)
+            log.info("endpoint %s (%s) consuming %s with %s, prefetch %s", self.name, self.endpoint_id,
+                     reg["task_queue_info"]["queue"], engine.type_name,
+                     self.prefetch.current if self.prefetch.fixed else f"adaptive (now {self.prefetch.current})")
             intake.run(first)  # until stopped; raises GaveUp past $VOLLEY_GIVE_UP_AFTER
         except GaveUp as exc:
             raise AgentError(str(exc)) from exc
@@ -262,7 +264,7 @@ class Agent:
             "consuming": consumer is not None and not consumer.closed,
             "consumer_restarts": self.intake.restarts,
             "queue_depth": self._queue_depth() if active else None,
-            "prefetch": self.prefetch,
+            "prefetch": self.prefetch.current if self.prefetch else None,
             "tasks_held": held,
             "pending_tasks": max(0, held - engine.get("outstanding_tasks", 0)),
             "unpublished_results": len(self.store),

@@ -20,6 +20,7 @@ from volley.endpoint.acks import DeliveryBook
 from volley.endpoint.engines import Engine, EngineStopped
 from volley.endpoint.engines.base import error_result
 from volley.endpoint.errors import QueueHeld
+from volley.endpoint.prefetch import AdaptivePrefetch
 from volley.endpoint.results import ResultSender
 from volley.protocol.codes import ResultCode
 from volley.protocol.headers import parse_task_headers
@@ -48,7 +49,7 @@ class TaskIntake:
         queue_info: dict[str, Any],
         *,
         amqp: dict[str, Any],
-        prefetch: int,
+        prefetch: AdaptivePrefetch,
         engine: Engine,
         book: DeliveryBook,
         results: ResultSender,
@@ -93,8 +94,9 @@ class TaskIntake:
     def open_consumer(self) -> Consumer:
         info = self.queue_info
         try:
-            consumer = open_consumer(info["connection_url"], info["queue"], prefetch=self.prefetch,
-                                     exclusive=True, **self.amqp)
+            p = self.prefetch
+            consumer = open_consumer(info["connection_url"], info["queue"], prefetch=p.ceiling, exclusive=True,
+                                     channel_prefetch=p.current if p.adaptive else None, **self.amqp)
         except ConnectionError as exc:
             if _held_by_another(exc):
                 raise QueueHeld(
@@ -116,7 +118,12 @@ class TaskIntake:
             log.warning("task consumer reopened (restart %d); %d tasks held", self.restarts, len(self.book))
 
     def _after_wait(self, consumer: Consumer) -> None:
+        before = self.book.completed
         self.book.ack_confirmed(consumer)
+        self.prefetch.finished(self.book.completed - before)
+        deeper = self.prefetch.update()
+        if deeper is not None:
+            consumer.set_prefetch(deeper)
         self.check_health()
 
     def _dispatch_batch(self, consumer: Consumer, batch: Sequence[Delivery]) -> None:
@@ -146,6 +153,7 @@ class TaskIntake:
             return
         self.book.track(task_id, d.tag)
         self.received += 1
+        self.prefetch.received(len(d.body))
         if self.stored(task_id):
             return  # ran before a crash; the stored result is re-sent, then this is acked
         headers = parse_task_headers(d.headers or {}, task_id)
