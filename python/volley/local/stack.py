@@ -132,12 +132,15 @@ class LocalStack:
         write_private(path, json.dumps(settings, indent=2))  # the secret key
         url = f"http://127.0.0.1:{settings['port']}"
 
+        from volley.service.auth import issue_token, token_valid
+
         cfg = ClientConfig()
         cfg_path = self.home / "config.json"
         if cfg_path.exists():
             cfg = ClientConfig(**json.loads(cfg_path.read_text()))
-        if not cfg.token or not self._token_known(settings["database_url"], cfg.token):
-            cfg.token = self._create_token(settings["database_url"])
+        ttl_s = self._token_ttl_s(path)
+        if not cfg.token or not token_valid(settings["database_url"], cfg.token, max_age_s=ttl_s):
+            cfg.token = issue_token(settings["database_url"], os.environ.get("USER") or "local", ttl_s=ttl_s)
         cfg.service_url, cfg.ca_file = url, info.ca_file
         cfg.save(cfg_path)
 
@@ -164,6 +167,15 @@ class LocalStack:
                 pass
             time.sleep(0.1)
         raise StackError(f"the service did not answer at {url} within {timeout:.0f}s")
+
+    @staticmethod
+    def _token_ttl_s(settings_path: Path) -> float:
+        from volley.service.settings import ServiceSettings, SettingsError
+
+        try:
+            return ServiceSettings.load(settings_path).token_ttl_s
+        except SettingsError as exc:
+            raise StackError(f"{settings_path}: {exc}") from None
 
     def _private_database(self) -> None:
         """The SQLite database holds function code, arguments, results and token hashes.
@@ -197,30 +209,6 @@ class LocalStack:
                 if src.exists():
                     src.replace(Path(str(aside) + suffix))
             self.progress(f"service: moved a database from an older Volley aside to {aside.name}")
-
-    @staticmethod
-    def _token_known(database_url: str, token: str) -> bool:
-        from volley.service.auth import TokenCache
-        from volley.service.db import init_db, make_engine
-
-        engine = make_engine(database_url)
-        try:
-            with init_db(engine)() as s:
-                return TokenCache().user_for(s, token) is not None
-        finally:
-            engine.dispose()
-
-    @staticmethod
-    def _create_token(database_url: str) -> str:
-        from volley.service.auth import create_token
-        from volley.service.db import init_db, make_engine
-
-        engine = make_engine(database_url)
-        try:
-            with init_db(engine)() as s:
-                return create_token(s, os.environ.get("USER") or "local")[1]
-        finally:
-            engine.dispose()
 
     def _up_endpoint(self, cfg: ClientConfig, timeout: float) -> None:
         private_dir(self.endpoint_dir.parent)
