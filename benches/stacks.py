@@ -98,7 +98,7 @@ class BenchStack:
         return _read_pid(self.home / "service" / "service.pid")
 
     def endpoint_pid(self) -> int | None:
-        return _read_pid(self.home / "endpoints" / "default" / "agent.pid")
+        return _read_pid(self.home / "endpoints" / "default" / "daemon.pid")
 
     def broker_pid(self) -> int | None:
         return _read_pid(self.home / "broker" / "rabbit.pid")

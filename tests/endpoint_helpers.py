@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from volley.endpoint import local
+from volley.supervise import log_tail, session_members
 
 
 def home() -> Path:
@@ -71,15 +72,11 @@ def start(name: str, *, transport: str | None = None, timeout: float = 120.0) ->
 
     def up() -> bool:
         if proc.poll() is not None:
-            raise AssertionError(f"endpoint {name} exited with {proc.returncode}:\n{local.tail(d / 'endpoint.log')}")
+            raise AssertionError(f"endpoint {name} exited with {proc.returncode}:\n{log_tail(d / 'endpoint.log')}")
         return ready.exists() and ready.read_text().strip() == str(proc.pid)
 
     wait_for(up, timeout, f"endpoint {name} to consume")
     return Running(name, d, proc)
-
-
-def session_members(sid: int) -> list[int]:
-    return local._session_members(sid)
 
 
 def kill_session(sid: int) -> None:
@@ -101,7 +98,7 @@ def stop(ep: Running, timeout: float = 60.0) -> int:
         rc = ep.proc.wait(timeout)
     except subprocess.TimeoutExpired:
         kill_session(ep.proc.pid)
-        raise AssertionError(f"endpoint {ep.name} did not stop within {timeout}s:\n{local.tail(ep.dir / 'endpoint.log')}") from None
+        raise AssertionError(f"endpoint {ep.name} did not stop within {timeout}s:\n{log_tail(ep.dir / 'endpoint.log')}") from None
     # Parsl scales blocks in asynchronously: give its worker pools a moment to exit
     try:
         wait_for(lambda: not session_members(ep.proc.pid), 20, f"endpoint {ep.name}'s processes to exit")

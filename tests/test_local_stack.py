@@ -15,8 +15,8 @@ import pika
 import pika.exceptions
 import pytest
 
-from volley.local.procs import alive, read_pid
 from volley.local.stack import LocalStack
+from volley.supervise import alive, read_pid
 from volley.transport.pika_transport import connection_parameters
 
 
@@ -59,10 +59,10 @@ def test_broker_refuses_wrong_password(stack: dict[str, Any]) -> None:
 
 def test_up_is_idempotent(stack: dict[str, Any]) -> None:
     home = Path(stack["state_dir"])
-    pids = [read_pid(home / p) for p in ("broker/server.pid", "service/service.pid", "endpoints/default/agent.pid")]
+    pids = [read_pid(home / p) for p in ("broker/server.pid", "service/service.pid", "endpoints/default/daemon.pid")]
     again = LocalStack(home).up()
     assert again["running"] and again["endpoint_id"] == stack["endpoint_id"]
-    assert [read_pid(home / p) for p in ("broker/server.pid", "service/service.pid", "endpoints/default/agent.pid")] == pids
+    assert [read_pid(home / p) for p in ("broker/server.pid", "service/service.pid", "endpoints/default/daemon.pid")] == pids
 
 
 def _processes_under(home: Path) -> list[str]:

@@ -87,24 +87,32 @@ def token() -> None:
     """Bearer tokens of the web service."""
 
 
+def _database_url(database_url: str | None) -> str:
+    from volley.config import volley_home
+
+    return database_url or f"sqlite:///{volley_home() / 'service' / 'service.db'}"
+
+
+@contextmanager
+def _database_errors(doing: str) -> Iterator[None]:
+    """The database's errors as click's, saying what could not be done."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from volley.service.db import DatabaseError
+
+    try:
+        yield
+    except (DatabaseError, SQLAlchemyError, ValueError) as exc:
+        raise click.ClickException(f"cannot {doing}: {exc}") from exc
+
+
 @contextmanager
 def _token_db(database_url: str | None, doing: str) -> Iterator[Any]:
     """A session on the service's database (default: the local stack's); errors as click's."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from volley.service.db import database_session
 
-    from volley.config import volley_home
-    from volley.service.db import DatabaseError, init_db, make_engine
-
-    url = database_url or f"sqlite:///{volley_home() / 'service' / 'service.db'}"
-    try:
-        engine = make_engine(url)
-        try:
-            with init_db(engine)() as s:
-                yield s
-        finally:
-            engine.dispose()
-    except (DatabaseError, SQLAlchemyError, ValueError) as exc:
-        raise click.ClickException(f"cannot {doing}: {exc}") from exc
+    with _database_errors(doing), database_session(_database_url(database_url)) as s:
+        yield s
 
 
 _DB_OPTION = click.option("--database-url", help="The service's database (default: the local stack's).")
@@ -118,7 +126,7 @@ _DB_OPTION = click.option("--database-url", help="The service's database (defaul
 @_DB_OPTION
 def token_create(user: str, ttl_days: float | None, database_url: str | None) -> None:
     """Create a token for USER and print it (only its hash is stored)."""
-    from volley.service.auth import create_token
+    from volley.service.auth import issue_token
     from volley.service.settings import ServiceSettings, SettingsError
 
     if ttl_days is None:
@@ -128,8 +136,8 @@ def token_create(user: str, ttl_days: float | None, database_url: str | None) ->
             raise click.ClickException(str(exc)) from exc
     else:
         ttl_s = ttl_days * 86400.0
-    with _token_db(database_url, "create a token") as s:
-        click.echo(create_token(s, user, ttl_s=ttl_s)[1])
+    with _database_errors("create a token"):
+        click.echo(issue_token(_database_url(database_url), user, ttl_s=ttl_s))
 
 
 def _when(ts: float | None, none: str) -> str:

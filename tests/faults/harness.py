@@ -200,7 +200,7 @@ class Stack:
     """One private local stack, started and restarted only through the project's launcher."""
 
     PIDFILES = {
-        "endpoint": Path("endpoints/default/agent.pid"),
+        "endpoint": Path("endpoints/default/daemon.pid"),
         "service": Path("service/service.pid"),
         "broker": Path("broker/server.pid"),
     }
@@ -230,9 +230,9 @@ class Stack:
                 self.groups.add(pid)  # each was spawned as the leader of its own session
 
     def endpoint_consuming(self, timeout: float) -> bool:
-        """The launcher returns as soon as the service calls the endpoint online, which a killed
-        agent's last heartbeat still does; the agent itself writes ``daemon.ready`` (its pid)
-        once it consumes its queue again."""
+        """Checked here, not taken from the launcher: the service calls the endpoint online on a
+        killed agent's last heartbeat too; the new agent itself writes ``daemon.ready`` (its
+        pid) once it consumes its queue again."""
         ready = self.home / "endpoints" / "default" / "daemon.ready"
 
         def consuming() -> bool:

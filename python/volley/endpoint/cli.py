@@ -12,6 +12,7 @@ import click
 from volley.endpoint import local
 from volley.endpoint.config import ENGINE_ALIASES, ENGINE_TYPES
 from volley.private_files import private_dir, write_private
+from volley.supervise import SupervisorError
 
 
 def _dir(name: str) -> Any:
@@ -77,7 +78,7 @@ def start(name: str, detach: bool, transport: str | None) -> None:
     if detach:
         try:
             pid = local.start_detached(name, d, transport=transport)
-        except RuntimeError as exc:
+        except SupervisorError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"endpoint {name!r} started (pid {pid}, id {local.endpoint_id(d)}); log: {d / 'endpoint.log'}")
         return
@@ -107,7 +108,7 @@ def restart(name: str, transport: str | None) -> None:
     local.stop(d)
     try:
         pid = local.start_detached(name, d, transport=transport)
-    except RuntimeError as exc:
+    except SupervisorError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"endpoint {name!r} restarted (pid {pid})")
 

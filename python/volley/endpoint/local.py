@@ -2,9 +2,11 @@
 
 ``$VOLLEY_HOME/endpoints/NAME/`` holds ``config.yaml``, ``endpoint.json`` (the id the service
 gave it), ``daemon.lock`` (held by the running agent: the authority on "running", immune to
-stale pid files), ``daemon.pid``, ``daemon.ready``, ``endpoint.log`` (detached runs),
-``unacked_results/``, ``tasks_working_dir/`` and, for Parsl engines, ``submit_scripts/`` and
-the executor's log directory.
+stale pid files), ``daemon.pid`` (its one pid file: written when a detached agent is spawned,
+and by the agent itself once it holds the lock), ``daemon.ready`` (the agent's pid, once it
+consumes its task queue), ``endpoint.log`` (detached runs), ``unacked_results/``,
+``tasks_working_dir/`` and, for Parsl engines, ``submit_scripts/`` and the executor's log
+directory.  Detached agents are started and stopped by :mod:`volley.supervise`.
 """
 
 from __future__ import annotations
@@ -13,15 +15,14 @@ import fcntl
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
-import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from volley.config import volley_home
-from volley.private_files import open_private_append, private_dir
+from volley.private_files import private_dir
+from volley.supervise import Supervised, read_pid
 
 _BAD_NAME = re.compile(r"[\s/\\'\"]")
 
@@ -118,11 +119,17 @@ def state(directory: Path) -> str:
     return "Stopped" if endpoint_id(directory) else "Initialized"
 
 
+def supervised(name: str, directory: Path) -> Supervised:
+    return Supervised(f"endpoint {name!r}", pidfile=directory / "daemon.pid", log=directory / "endpoint.log")
+
+
 def pid_of(directory: Path) -> int | None:
-    try:
-        return int((directory / "daemon.pid").read_text())
-    except (OSError, ValueError):
-        return None
+    return read_pid(directory / "daemon.pid")
+
+
+def consuming(directory: Path, pid: int) -> bool:
+    """True once agent ``pid`` consumes its task queue (it writes its pid to daemon.ready)."""
+    return read_pid(directory / "daemon.ready") == pid
 
 
 def list_endpoints() -> list[dict[str, Any]]:
@@ -136,82 +143,29 @@ def list_endpoints() -> list[dict[str, Any]]:
     return out
 
 
-def _session_members(sid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # fields after the command: state ppid pgrp session ...
-        if int(fields[3]) == sid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
-
-
 def start_detached(name: str, directory: Path, *, transport: str | None = None, timeout: float = 120.0,
-                   env: dict[str, str] | None = None) -> int:
-    """Start the agent in its own session, log to endpoint.log; wait until it consumes."""
+                   env: Mapping[str, str] | None = None, umask: int | None = None,
+                   also_ready: Callable[[], bool] | None = None) -> int:
+    """Start the agent in its own session, logging to endpoint.log; return its pid once it
+    consumes its task queue (and ``also_ready()`` holds, when given)."""
     cmd = [sys.executable, "-m", "volley.endpoint", name]
     if transport:
         cmd += ["--transport", transport]
     private_dir(directory)  # one configured by an older Volley may be 0755
-    log = directory / "endpoint.log"
     (directory / "daemon.ready").unlink(missing_ok=True)
-    with os.fdopen(open_private_append(log), "ab") as out:  # task output lands here: 0600
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=directory, env=env)
-    deadline = time.monotonic() + timeout
-    ready = directory / "daemon.ready"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"endpoint {name!r} exited with code {proc.returncode} at start:\n{tail(log)}")
-        try:
-            if ready.read_text().strip() == str(proc.pid):
-                return proc.pid
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"endpoint {name!r} (pid {proc.pid}) did not start consuming within {timeout:.0f}s; see {log}")
+
+    def ready(pid: int) -> bool:
+        return consuming(directory, pid) and (also_ready is None or also_ready())
+
+    return supervised(name, directory).start(
+        cmd, env=env, cwd=directory, umask=umask, timeout=timeout, ready=ready,
+        waiting_for="start consuming its task queue" + (" and come online" if also_ready else ""),
+    )
 
 
 def stop(directory: Path, *, timeout: float = 60.0) -> bool:
-    """SIGTERM the agent, wait for it to let go of its lock, then SIGKILL it and whatever it
-    started in its session.  False when it was not running."""
-    pid = pid_of(directory)
-    if not is_running(directory) or pid is None:
+    """SIGTERM the agent, give it ``timeout`` seconds to finish and to stop what it started,
+    then SIGKILL it and whatever is left of its session.  False when it was not running."""
+    if not is_running(directory) or pid_of(directory) is None:
         return False
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and is_running(directory):
-        time.sleep(0.1)
-    if is_running(directory):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        while is_running(directory):
-            time.sleep(0.1)
-    # A detached agent leads its own session: whatever is still in it (a worker pool that
-    # has not finished scaling in, or everything after a SIGKILL) was started by it.
-    deadline = time.monotonic() + 10
-    while _session_members(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for member in _session_members(pid):
-        try:
-            os.kill(member, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return True
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+    return supervised(directory.name, directory).stop(grace=timeout)

@@ -22,10 +22,8 @@ from urllib.parse import quote
 
 from volley.local.certs import ensure_tls_files
 from volley.local.ports import free_port, port_open
-from volley.local.procs import alive as _alive
-from volley.local.procs import log_tail, read_pid, spawn
-from volley.local.procs import terminate_group as _terminate_group
 from volley.private_files import private_dir, write_private
+from volley.supervise import DAEMON_UMASK, Supervised, SupervisorError
 
 SERVER_BIN = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 CTL_BIN = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
@@ -96,6 +94,10 @@ class RabbitNode:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.info_file = directory / "broker.json"
+        # the rabbitmq-server script (our pid file); it runs the Erlang VM, which writes
+        # RABBITMQ_PID_FILE itself, and stops it on SIGTERM
+        self.server = Supervised("RabbitMQ node", pidfile=directory / "server.pid", log=directory / "server.out",
+                                 more_logs=lambda: sorted((directory / "log").glob("*.log")))
 
     # --- configuration --------------------------------------------------------------------
     def prepare(self) -> BrokerInfo:
@@ -105,7 +107,7 @@ class RabbitNode:
             # ports may have been taken while we were down: pick new ones, keep identity.  The
             # AMQPS port is kept whenever it can be -- every client, endpoint and the service know
             # it -- so a node that crashed a moment ago is given time to let it go
-            if not self.running(info):
+            if not self.running():
                 if port_open(info.amqps_port) and not _closes(info.amqps_port, within=5.0):
                     info.amqps_port = free_port()
                 if not info.management_port or port_open(info.management_port):
@@ -198,45 +200,31 @@ class RabbitNode:
         return env
 
     # --- processes --------------------------------------------------------------------------
-    def pid(self) -> int | None:
-        return read_pid(self.dir / "server.pid")
-
-    def running(self, info: BrokerInfo | None = None) -> bool:
-        pid = self.pid()
-        return pid is not None and _alive(pid)
+    def running(self) -> bool:
+        return self.server.running()
 
     def start(self, info: BrokerInfo, timeout: float = 90.0) -> None:
         problem = missing_broker_message()
         if problem:
             raise BrokerError(problem)
-        if self.running(info):
+        if self.running():
             return
-        proc = spawn([str(SERVER_BIN)], env=self.env(info), log=self.dir / "server.out",
-                     pidfile=self.dir / "server.pid", cwd=self.dir)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise BrokerError(
-                    f"RabbitMQ node {info.node} exited with code {proc.returncode} during boot; "
-                    f"see {self.dir / 'server.out'} and {self.dir / 'log'}:\n{self.log_tail()}"
-                )
-            if port_open(info.amqps_port) and _amqps_login(info) and _management_ready(info):
-                return
-            time.sleep(0.25)
-        self.stop(info)
-        raise BrokerError(
-            f"RabbitMQ node {info.node} did not accept AMQPS logins on port {info.amqps_port} "
-            f"and management requests on port {info.management_port} within {timeout:.0f}s; "
-            f"see {self.dir / 'log'}:\n{self.log_tail()}"
-        )
-
-    def log_tail(self, lines: int = 20) -> str:
-        return log_tail(self.dir / "server.out", *sorted((self.dir / "log").glob("*.log")), lines=lines)
+        self.server.what = f"RabbitMQ node {info.node}"  # its name is known once prepared
+        try:
+            self.server.start(
+                [str(SERVER_BIN)], env=self.env(info), cwd=self.dir, umask=DAEMON_UMASK, timeout=timeout,
+                ready=lambda _pid: port_open(info.amqps_port) and _amqps_login(info) and _management_ready(info),
+                waiting_for=f"accept AMQPS logins on port {info.amqps_port} and management requests on "
+                            f"port {info.management_port}",
+                stop_if_late=True, poll_s=0.25,
+            )
+        except SupervisorError as exc:
+            self._stop_epmd(info)  # the VM starts it outside its session
+            raise BrokerError(str(exc)) from None
 
     def stop(self, info: BrokerInfo, timeout: float = 60.0) -> None:
-        pid = self.pid()
-        if pid is not None and _alive(pid):
-            try:
+        if self.running():
+            try:  # the node's own orderly shutdown first
                 subprocess.run(
                     [str(CTL_BIN), "-n", info.node, "stop"],
                     env=self.env(info),
@@ -247,8 +235,7 @@ class RabbitNode:
                 )
             except subprocess.TimeoutExpired:
                 pass
-            _terminate_group(pid, grace=10.0)
-        (self.dir / "server.pid").unlink(missing_ok=True)
+        self.server.stop(grace=10.0)
         self._stop_epmd(info)
 
     def _stop_epmd(self, info: BrokerInfo) -> None:

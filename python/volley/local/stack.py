@@ -7,11 +7,13 @@ Layout::
     $VOLLEY_HOME/service/                settings, SQLite database, log, pid
     $VOLLEY_HOME/endpoints/default/      default endpoint (process-pool engine)
 
-``up`` is idempotent (it starts only what is not running); ``down`` stops only what ``up``
-started, newest first, and waits until each process group is gone.
+Each part is a daemon of volley.supervise: one pid file, its own log and session.  ``up`` is
+idempotent (it starts only what is not running); ``down`` stops only what ``up`` started,
+newest first, and waits until each session is gone.  The first user and token come from the
+service's own function (volley.service.auth.issue_token), as for `volley token create`.
 
 All of it is private: directories 0700 and files 0600, created with that mode (see
-volley.private_files); the daemons run with umask 077 (volley.local.procs.spawn).
+volley.private_files); the daemons run with umask 077 (volley.supervise.DAEMON_UMASK).
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from typing import Any
 import requests
 
 from volley.config import ClientConfig, volley_home
+from volley.endpoint import local as endpoints
 from volley.local.broker import BrokerInfo, RabbitNode
 from volley.local.ports import can_bind, free_port
-from volley.local.procs import alive, log_tail, read_pid, spawn, terminate_group
 from volley.private_files import private_dir, private_file, write_private
+from volley.supervise import DAEMON_UMASK, Supervised, SupervisorError
 
 DEFAULT_ENDPOINT = "default"
 DEFAULT_ENDPOINT_CONFIG = """\
@@ -58,6 +61,8 @@ class LocalStack:
         self.progress = progress
         self.broker = RabbitNode(self.home / "broker")
         self.service_dir = self.home / "service"
+        self.service = Supervised("the service", pidfile=self.service_dir / "service.pid",
+                                  log=self.service_dir / "service.log")
         self.endpoint_dir = self.home / "endpoints" / DEFAULT_ENDPOINT
 
     # --- helpers ------------------------------------------------------------------------------
@@ -74,10 +79,6 @@ class LocalStack:
     def _service_settings(self) -> dict[str, Any] | None:
         p = self._service_settings_path()
         return json.loads(p.read_text()) if p.exists() else None
-
-    def _pid_alive(self, pidfile: Path) -> bool:
-        pid = read_pid(pidfile)
-        return pid is not None and alive(pid)
 
     # --- up -----------------------------------------------------------------------------------
     def up(self, timeout: float = 120.0) -> dict[str, Any]:
@@ -118,8 +119,7 @@ class LocalStack:
         # broker passwords of users and endpoints derive from this key: keep it across restarts
         settings.setdefault("secret_key", secrets.token_urlsafe(32))
         settings.pop("public_broker_url", None)  # the admin URL is never handed out
-        pidfile = self.service_dir / "service.pid"
-        running = self._pid_alive(pidfile)
+        running = self.service.running()
         if not running:
             # a restart keeps the service's address: clients, endpoints and config files that
             # know it ride out the restart instead of retrying a port nobody listens on
@@ -132,12 +132,15 @@ class LocalStack:
         write_private(path, json.dumps(settings, indent=2))  # the secret key
         url = f"http://127.0.0.1:{settings['port']}"
 
+        from volley.service.auth import issue_token, token_valid
+
         cfg = ClientConfig()
         cfg_path = self.home / "config.json"
         if cfg_path.exists():
             cfg = ClientConfig(**json.loads(cfg_path.read_text()))
-        if not cfg.token or not self._token_known(settings["database_url"], cfg.token):
-            cfg.token = self._create_token(settings["database_url"])
+        ttl_s = self._token_ttl_s(path)
+        if not cfg.token or not token_valid(settings["database_url"], cfg.token, max_age_s=ttl_s):
+            cfg.token = issue_token(settings["database_url"], os.environ.get("USER") or "local", ttl_s=ttl_s)
         cfg.service_url, cfg.ca_file = url, info.ca_file
         cfg.save(cfg_path)
 
@@ -145,25 +148,25 @@ class LocalStack:
             self.progress(f"service: already running at {url}")
             return cfg
         self.progress(f"service: starting at {url} ...")
-        proc = spawn(
-            [sys.executable, "-m", "volley.service", "--config", str(path)],
-            env=self._child_env(), log=self.service_dir / "service.log", pidfile=pidfile,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise StackError(
-                    f"the service exited with code {proc.returncode} at start; "
-                    f"see {self.service_dir / 'service.log'}:\n{log_tail(self.service_dir / 'service.log')}"
-                )
-            try:
-                if requests.get(f"{url}/v2/version", timeout=1).ok:
-                    self.progress("service: ready")
-                    return cfg
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise StackError(f"the service did not answer at {url} within {timeout:.0f}s")
+        try:
+            self.service.start(
+                [sys.executable, "-m", "volley.service", "--config", str(path)], env=self._child_env(),
+                umask=DAEMON_UMASK, timeout=timeout, ready=lambda _pid: _answers(f"{url}/v2/version"),
+                waiting_for=f"answer at {url}",
+            )
+        except SupervisorError as exc:
+            raise StackError(str(exc)) from None
+        self.progress("service: ready")
+        return cfg
+
+    @staticmethod
+    def _token_ttl_s(settings_path: Path) -> float:
+        from volley.service.settings import ServiceSettings, SettingsError
+
+        try:
+            return ServiceSettings.load(settings_path).token_ttl_s
+        except SettingsError as exc:
+            raise StackError(f"{settings_path}: {exc}") from None
 
     def _private_database(self) -> None:
         """The SQLite database holds function code, arguments, results and token hashes.
@@ -198,82 +201,45 @@ class LocalStack:
                     src.replace(Path(str(aside) + suffix))
             self.progress(f"service: moved a database from an older Volley aside to {aside.name}")
 
-    @staticmethod
-    def _token_known(database_url: str, token: str) -> bool:
-        from volley.service.auth import TokenCache
-        from volley.service.db import init_db, make_engine
-
-        engine = make_engine(database_url)
-        try:
-            with init_db(engine)() as s:
-                return TokenCache().user_for(s, token) is not None
-        finally:
-            engine.dispose()
-
-    @staticmethod
-    def _create_token(database_url: str) -> str:
-        from volley.service.auth import create_token
-        from volley.service.db import init_db, make_engine
-
-        engine = make_engine(database_url)
-        try:
-            with init_db(engine)() as s:
-                return create_token(s, os.environ.get("USER") or "local")[1]
-        finally:
-            engine.dispose()
-
     def _up_endpoint(self, cfg: ClientConfig, timeout: float) -> None:
         private_dir(self.endpoint_dir.parent)
         private_dir(self.endpoint_dir)
         config = self.endpoint_dir / "config.yaml"
         if not config.exists():
             write_private(config, DEFAULT_ENDPOINT_CONFIG.format(workers=max(2, os.cpu_count() or 2)))
-        pidfile = self.endpoint_dir / "agent.pid"
-        if self._pid_alive(pidfile):
+        if endpoints.is_running(self.endpoint_dir):
             self.progress("endpoint: already running")
         else:
             self.progress("endpoint: starting 'default' (process-pool engine) ...")
-            proc = spawn(
-                [sys.executable, "-m", "volley.endpoint", DEFAULT_ENDPOINT],
-                env=self._child_env(), log=self.endpoint_dir / "endpoint.log", pidfile=pidfile,
-            )
-            self._wait_endpoint_online(cfg, proc, timeout)
-        ep_id = json.loads((self.endpoint_dir / "endpoint.json").read_text())["endpoint_id"]
-        cfg.endpoint_id = ep_id
+            try:
+                endpoints.start_detached(DEFAULT_ENDPOINT, self.endpoint_dir, env=self._child_env(),
+                                         umask=DAEMON_UMASK, timeout=timeout,
+                                         also_ready=lambda: self._endpoint_online(cfg))
+            except SupervisorError as exc:
+                raise StackError(str(exc)) from None
+            self.progress(f"endpoint: online ({endpoints.endpoint_id(self.endpoint_dir)})")
+        cfg.endpoint_id = endpoints.endpoint_id(self.endpoint_dir)
         cfg.save(self.home / "config.json")
 
-    def _wait_endpoint_online(self, cfg: ClientConfig, proc: Any, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        id_file = self.endpoint_dir / "endpoint.json"
-        headers = {"Authorization": f"Bearer {cfg.token}"}
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                log = self.endpoint_dir / "endpoint.log"
-                raise StackError(f"the endpoint exited with code {proc.returncode}; see {log}:\n{log_tail(log)}")
-            if id_file.exists():
-                ep_id = json.loads(id_file.read_text())["endpoint_id"]
-                try:
-                    r = requests.get(f"{cfg.service_url}/v2/endpoints/{ep_id}/status", headers=headers, timeout=1)
-                    if r.ok and r.json().get("status") == "online":
-                        self.progress(f"endpoint: online ({ep_id})")
-                        return
-                except requests.RequestException:
-                    pass
-            time.sleep(0.1)
-        raise StackError(f"the default endpoint did not come online within {timeout:.0f}s")
+    def _endpoint_online(self, cfg: ClientConfig) -> bool:
+        """The service has its first heartbeat: clients see it online at once."""
+        ep_id = endpoints.endpoint_id(self.endpoint_dir)
+        try:
+            r = requests.get(f"{cfg.service_url}/v2/endpoints/{ep_id}/status",
+                             headers={"Authorization": f"Bearer {cfg.token}"}, timeout=1)
+        except requests.RequestException:
+            return False
+        return r.ok and r.json().get("status") == "online"
 
     # --- down ---------------------------------------------------------------------------------
     def down(self) -> None:
         self._stop_other_endpoints()
-        for name, pidfile in (
-            ("endpoint", self.endpoint_dir / "agent.pid"),
-            ("service", self.service_dir / "service.pid"),
-        ):
-            pid = read_pid(pidfile)
-            if pid is not None and alive(pid):
-                self.progress(f"{name}: stopping (pid {pid})")
-                terminate_group(pid, grace=20.0)
-            pidfile.unlink(missing_ok=True)
+        if endpoints.is_running(self.endpoint_dir):
+            self.progress(f"endpoint: stopping (pid {endpoints.pid_of(self.endpoint_dir)})")
+            endpoints.stop(self.endpoint_dir, timeout=20.0)
+        if self.service.running():
+            self.progress(f"service: stopping (pid {self.service.pid()})")
+        self.service.stop(grace=20.0)
         if self.broker.info_file.exists():
             info = BrokerInfo(**json.loads(self.broker.info_file.read_text()))
             if self.broker.running():
@@ -283,8 +249,6 @@ class LocalStack:
     def _stop_other_endpoints(self) -> None:
         """Endpoints configured beside the default one (e.g. the demo's MPI endpoint) run on
         this stack's broker and service, so they stop with it."""
-        from volley.endpoint import local as endpoints
-
         root = self.home / "endpoints"
         if not root.is_dir():
             return
@@ -303,8 +267,8 @@ class LocalStack:
         cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
         parts = {
             "broker": self.broker.running(),
-            "service": self._pid_alive(self.service_dir / "service.pid"),
-            "endpoint": self._pid_alive(self.endpoint_dir / "agent.pid"),
+            "service": self.service.running(),
+            "endpoint": endpoints.is_running(self.endpoint_dir),
         }
         return {
             "running": all(parts.values()),
@@ -317,3 +281,9 @@ class LocalStack:
             "state_dir": str(self.home),
         }
 
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.RequestException:
+        return False

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from volley.service.db import database_session
 from volley.service.models import Token, User
 
 log = logging.getLogger(__name__)
@@ -164,3 +165,16 @@ class TokenCache:
         except DBAPIError as exc:  # a busy database: the request matters more than the note
             session.rollback()
             log.info("could not record the use of token %s: %s", token_id(row.token_hash), exc.orig)
+
+
+def issue_token(database_url: str, user_name: str, *, ttl_s: float = DEFAULT_TOKEN_TTL_S) -> str:
+    """A new token for user ``user_name`` (created if new) in the service's database at
+    ``database_url``: what `volley token create` prints and the local stack's first token."""
+    with database_session(database_url) as session:
+        return create_token(session, user_name, ttl_s=ttl_s)[1]
+
+
+def token_valid(database_url: str, token: str, *, max_age_s: float = 0.0) -> bool:
+    """True while ``token`` is known to the database at ``database_url`` and not expired."""
+    with database_session(database_url) as session:
+        return TokenCache().user_for(session, token, max_age_s=max_age_s) is not None

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # pg_advisory_xact_lock key: service processes starting together migrate one after the other
@@ -87,3 +89,15 @@ def init_db(engine: Engine) -> sessionmaker:
     """Migrate to the newest schema and return a session factory."""
     migrate(engine)
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def database_session(url: str) -> Iterator[Session]:
+    """One session on the database at ``url`` (migrated first), for a command that runs
+    outside the service; the engine is closed afterwards."""
+    engine = make_engine(url)
+    try:
+        with init_db(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
