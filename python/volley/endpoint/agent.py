@@ -462,8 +462,21 @@ class Agent:
                 consumer.ack(t)
 
     # --- results --------------------------------------------------------------------------------
+    def _within_limit(self, task_id: str, body: bytes) -> bytes:
+        """``body``, or if the broker would refuse it (closing the channel: taken for an outage,
+        it would be re-sent for ever, and the rest of its batch with it) an error result
+        naming the limit."""
+        if len(body) <= topo.MAX_MESSAGE_SIZE:
+            return body
+        text = (f"MaxResultSizeExceeded: the result message of {len(body)} bytes exceeds the "
+                f"broker's {topo.MAX_MESSAGE_SIZE} byte (16 MiB) max_message_size; multi-byte "
+                "characters and JSON escapes count several bytes each: return less data")
+        log.error("task %s: %s", task_id, text)
+        return error_result(task_id, text, "MaxResultSizeExceeded", f"remote error: {text}", self.endpoint_id)
+
     def _publish(self, items: list[tuple[str, bytes]]) -> list[bool]:
         assert self.publisher is not None
+        items = [(task_id, self._within_limit(task_id, body)) for task_id, body in items]
         exchange, key = self._results_route
         try:
             outcomes = self.publisher.publish_batch(
