@@ -95,7 +95,15 @@ def _token_db(database_url: str | None, doing: str) -> Iterator[Any]:
     from volley.config import volley_home
     from volley.service.db import DatabaseError, init_db, make_engine
 
-    url = database_url or f"sqlite:///{volley_home() / 'service' / 'service.db'}"
+    url = database_url
+    if url is None:
+        default = volley_home() / "service" / "service.db"
+        if not default.is_file():
+            # SQLite would make an empty database there, and the token would go nowhere
+            raise click.ClickException(
+                f"no local stack database at {default}: start the local stack (`volley local up`) "
+                "or name the service's database with --database-url")
+        url = f"sqlite:///{default}"
     try:
         engine = make_engine(url)
         try:
