@@ -15,7 +15,7 @@ request:
 
 and afterwards Bob's objects are all there and his endpoint still delivers results.
 
-Reproducible: ``derandomize=True`` (the seed is the test's name) and a fixed ``max_examples``
+Reproducible: ``derandomize=True`` (the same examples on every run) and a fixed ``max_examples``
 per route; the examples database is off.
 """
 
