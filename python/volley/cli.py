@@ -90,7 +90,15 @@ def token() -> None:
 def _database_url(database_url: str | None) -> str:
     from volley.config import volley_home
 
-    return database_url or f"sqlite:///{volley_home() / 'service' / 'service.db'}"
+    if database_url:
+        return database_url
+    default = volley_home() / "service" / "service.db"
+    if not default.is_file():
+        # SQLite would make an empty database there, and a token would go nowhere
+        raise click.ClickException(
+            f"no local stack database at {default}: start the local stack (`volley local up`) "
+            "or name the service's database with --database-url")
+    return f"sqlite:///{default}"
 
 
 @contextmanager

@@ -160,7 +160,8 @@ class Agent:
                                                           (results_route[0], heartbeats_route[0]))
         if publisher is None:
             return  # stopped while waiting for the broker
-        results = self.results = ResultSender(publisher, results_route, self.store, self.book.confirmed)
+        results = self.results = ResultSender(publisher, results_route, self.store, self.book.confirmed,
+                                              endpoint_id=eid)
         intake = self.intake = TaskIntake(
             self.name, eid, reg["task_queue_info"], amqp=self._amqp(), prefetch=self.prefetch,
             engine=engine, book=self.book, results=results, stored=self.store.has,

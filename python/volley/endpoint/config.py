@@ -7,6 +7,7 @@ the engine, so Parsl rejects a wrong provider keyword before anything registers 
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -62,6 +63,8 @@ def _number(path: str, key: str, value: Any, *, minimum: float, integer: bool = 
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         raise ConfigError(f"{path}: {key} must be {kind}, got {value!r}")
+    if not math.isfinite(value):  # YAML's .inf and .nan are floats, and nan passes any "<"
+        raise ConfigError(f"{path}: {key} must be a finite number, got {value!r}")
     if value < minimum:
         raise ConfigError(f"{path}: {key} must be at least {minimum}, got {value!r}")
     return value
@@ -112,6 +115,8 @@ def parse_config(text: str, path: str = "config.yaml", *, check_engine: bool = T
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:  # PyYAML's composer recurses once per level of nesting
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
     known = {f.name for f in fields(EndpointConfig)}
@@ -133,7 +138,9 @@ def parse_config(text: str, path: str = "config.yaml", *, check_engine: bool = T
 
 def load_config(path: Path, *, check_engine: bool = True) -> EndpointConfig:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file; create it with `volley endpoint configure`") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     return parse_config(text, str(path), check_engine=check_engine)

@@ -15,7 +15,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from volley.endpoint.engines.base import error_result
 from volley.endpoint.store import ResultStore
+from volley.protocol import topology as topo
+from volley.protocol.codes import ResultCode
 from volley.protocol.outcomes import ACK
 from volley.transport import Publisher
 
@@ -28,8 +31,9 @@ BATCH = 500
 
 class ResultSender:
     def __init__(self, publisher: Publisher, route: tuple[str, str], store: ResultStore,
-                 on_confirmed: Callable[[str], None]) -> None:
+                 on_confirmed: Callable[[str], None], *, endpoint_id: str | None = None) -> None:
         self.publisher = publisher
+        self.endpoint_id = endpoint_id
         self.exchange, self.routing_key = route
         self.store = store
         self.on_confirmed = on_confirmed
@@ -53,7 +57,21 @@ class ResultSender:
             self._done.put(None)
             self.thread.join(timeout=timeout)
 
+    def _within_limit(self, task_id: str, body: bytes) -> bytes:
+        """``body``, or if the broker would refuse it (closing the channel: taken for an outage,
+        it would be re-sent for ever, and the rest of its batch with it) an error result
+        naming the limit."""
+        if len(body) <= topo.MAX_MESSAGE_SIZE:
+            return body
+        text = (f"MaxResultSizeExceeded: the result message of {len(body)} bytes exceeds the "
+                f"broker's {topo.MAX_MESSAGE_SIZE} byte (16 MiB) max_message_size; multi-byte "
+                "characters and JSON escapes count several bytes each: return less data")
+        log.error("task %s: %s", task_id, text)
+        return error_result(task_id, text, ResultCode.MAX_RESULT_SIZE_EXCEEDED, f"remote error: {text}",
+                            self.endpoint_id)
+
     def _publish(self, items: list[tuple[str, bytes]]) -> list[bool]:
+        items = [(task_id, self._within_limit(task_id, body)) for task_id, body in items]
         try:
             outcomes = self.publisher.publish_batch(
                 [(self.exchange, self.routing_key, body, None, int(time.time())) for _, body in items],

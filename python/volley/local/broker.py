@@ -23,6 +23,7 @@ from urllib.parse import quote
 from volley.local.certs import ensure_tls_files
 from volley.local.ports import free_port, port_open
 from volley.private_files import private_dir, write_private
+from volley.protocol.topology import MAX_MESSAGE_SIZE
 from volley.supervise import DAEMON_UMASK, Supervised, SupervisorError
 
 SERVER_BIN = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
@@ -30,14 +31,9 @@ CTL_BIN = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
 # Tasks may run for a day or more before their delivery is acked (a result is published first),
 # so the broker must not reclaim unacked deliveries after its 30-minute default.
 CONSUMER_TIMEOUT_MS = 7 * 24 * 3600 * 1000
-# The largest message the node accepts (RabbitMQ's default is 128 MiB); a publish above it
-# closes the publisher's channel with 406 PRECONDITION_FAILED.  The largest legitimate message
-# is a task (function code + arguments, at most MAX_PAYLOAD_SIZE = 10 MiB characters together)
-# or a result (at most 10 MiB characters of data) inside its JSON envelope: the envelope adds
-# under 1 KiB, and the default serializers write base64 lines, whose newlines JSON escapes in
-# two bytes (+1.3%), so such messages stay under 10.2 MiB.  16 MiB leaves room for text that
-# needs more escaping (quotes and backslashes in source code) or multi-byte UTF-8.
-MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+# The node refuses messages over MAX_MESSAGE_SIZE (16 MiB; RabbitMQ's default is 128 MiB): a
+# publish above it closes the publisher's channel with 406 PRECONDITION_FAILED.  Why 16 MiB:
+# see volley.protocol.topology.
 
 
 class BrokerError(RuntimeError):

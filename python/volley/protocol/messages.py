@@ -89,6 +89,16 @@ def pack_task(task_id: str | uuid.UUID, task_buffer: str) -> bytes:
     )
 
 
+def escaped_size(text: str) -> int:
+    """Bytes ``text`` takes inside a packed message: JSON-escaped, UTF-8, without quotes.
+    Escapes are per character, so the size of a concatenation is the sum of its parts'."""
+    return len(_dumps(text).encode()) - 2
+
+
+# bytes of a task message besides its task_buffer's escaped_size
+TASK_ENVELOPE_SIZE = len(pack_task(uuid.UUID(int=0), ""))
+
+
 def pack_result(
     task_id: str | uuid.UUID,
     data: str,

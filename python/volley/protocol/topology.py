@@ -12,6 +12,12 @@ DEAD_LETTER_QUEUE = "volley.dead"
 
 # Largest serialized result or task payload, in characters (upstream's 10 MiB limit).
 MAX_PAYLOAD_SIZE = 10 * 1024 * 1024
+# Largest message, in bytes, the broker takes (its ``max_message_size``; the local stack's
+# node is configured with it).  A task or result within MAX_PAYLOAD_SIZE characters takes
+# about 10.05 MiB with the default serializers; 16 MiB leaves room for text that JSON escapes
+# or that is multi-byte UTF-8.  A larger publish would close the publisher's channel, so the
+# service and the endpoint check a message's size before publishing it.
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 
 def task_queue(endpoint_id: str) -> str:

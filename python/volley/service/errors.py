@@ -64,7 +64,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+            + (f" ({e['ctx']['error']})" if isinstance(e.get("ctx", {}).get("error"), str) else "")
+            for e in exc.errors()
         )
         return JSONResponse(
             {"code": "INVALID_REQUEST", "message": f"malformed request: {problems}"},
@@ -73,6 +75,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's answer to a JSON body it cannot parse other than by a syntax error (not
+            # UTF-8, nested deeper than the parser recurses): malformed like any other
+            return JSONResponse(
+                {"code": "INVALID_REQUEST", "message": "malformed request: the body could not be "
+                 f"parsed as JSON ({exc.detail}): send one JSON document in UTF-8"},
+                status_code=422,
+            )
         code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
         return JSONResponse(
             {"code": code, "message": str(exc.detail)}, status_code=exc.status_code,

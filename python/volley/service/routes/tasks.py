@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from volley.protocol import topology as topo
 from volley.protocol.codec import pack_task
+from volley.protocol.messages import TASK_ENVELOPE_SIZE, escaped_size
 from volley.service.broker_admin import BrokerAdminError
 from volley.service.errors import (
     COMMON_RESPONSES,
@@ -104,9 +105,10 @@ def _validate(c: Caller, endpoint_id: str, body: SubmitBody) -> tuple[Any, dict[
                 f"endpoint {ep.id} does not allow function(s) {', '.join(refused)}",
             )
     for fid, payloads in body.tasks.items():
-        code_len = len(functions[str(fid)].code)
+        code = functions[str(fid)].code
+        code_size: int | None = None
         for i, payload in enumerate(payloads):
-            if code_len + len(payload) > topo.MAX_PAYLOAD_SIZE:
+            if len(code) + len(payload) > topo.MAX_PAYLOAD_SIZE:
                 raise ApiError(
                     413, "PAYLOAD_TOO_LARGE",
                     f"task {i} of function {fid}: function and arguments exceed the 10 MiB limit",
@@ -115,6 +117,21 @@ def _validate(c: Caller, endpoint_id: str, body: SubmitBody) -> tuple[Any, dict[
                 check_frames(payload, 2, f"task {i} of function {fid}")
             except MalformedPayload as exc:
                 raise invalid(str(exc)) from None
+            # the broker closes the channel on a message over its limit, and a stored task
+            # would wait in the outbox for ever: refuse it now.  A character takes at most 6
+            # bytes (an escape), so only large tasks need measuring, and the code only once.
+            if TASK_ENVELOPE_SIZE + 6 * (len(code) + len(payload)) > topo.MAX_MESSAGE_SIZE:
+                if code_size is None:
+                    code_size = escaped_size(code)
+                size = TASK_ENVELOPE_SIZE + code_size + escaped_size(payload)
+                if size > topo.MAX_MESSAGE_SIZE:
+                    raise ApiError(
+                        413, "PAYLOAD_TOO_LARGE",
+                        f"task {i} of function {fid}: its message (function and arguments, as "
+                        f"UTF-8 JSON) would take {size} bytes, over the broker's {topo.MAX_MESSAGE_SIZE} "
+                        "byte (16 MiB) max_message_size; multi-byte characters and JSON escapes "
+                        "count several bytes each: send smaller arguments",
+                    )
     return ep, functions
 
 
