@@ -10,7 +10,6 @@ from typing import get_args
 
 import pytest
 
-from volley.local.broker import MAX_MESSAGE_SIZE
 from volley.protocol import headers, topology
 from volley.protocol.codes import ResultCode
 from volley.protocol.messages import pack_result, pack_status_report, pack_task
@@ -99,4 +98,4 @@ def test_limits_are_the_constants() -> None:
     rows = {r[0]: r[1] for r in table("Limits")}
     payload = next(v for k, v in rows.items() if k.startswith("payload"))
     assert payload.startswith(f"{topology.MAX_PAYLOAD_SIZE // 2**20} MiB") and "MAX_PAYLOAD_SIZE" in payload
-    assert rows["broker message"].startswith(f"{MAX_MESSAGE_SIZE // 2**20} MiB")
+    assert rows["broker message"].startswith(f"{topology.MAX_MESSAGE_SIZE // 2**20} MiB")
