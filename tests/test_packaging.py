@@ -26,7 +26,7 @@ HEAVY = ("fastapi", "sqlalchemy", "parsl", "yaml", "volley.service", "volley.end
 SDK_USE = """
 import json, pkgutil, sys, importlib
 import volley
-from volley import Client, Executor, MPIFunction, ShellFunction, ShellResult
+from volley import Client, Executor, MPIFunction, ShellFunction, ShellResult, progress
 from volley.errors import TaskExecutionFailed
 from volley.serialize import ComputeSerializer
 from volley.transport import open_consumer, open_publisher
@@ -52,7 +52,7 @@ def test_the_sdk_never_imports_the_service_or_the_endpoint() -> None:
 
 def test_import_volley_is_light() -> None:
     loaded = _modules_after("import json, sys, volley; print(json.dumps(sorted(sys.modules)))")
-    assert not {"requests", "dill", "volley.sdk.executor", "volley._core"} & loaded
+    assert not {"tqdm", "requests", "dill", "volley.sdk.executor", "volley._core"} & loaded
 
 
 def _pyproject() -> dict:
@@ -72,7 +72,7 @@ def test_all_is_every_runtime_extra() -> None:
 def test_base_dependencies_leave_the_service_and_endpoint_out() -> None:
     base = _names(_pyproject()["project"]["dependencies"])
     assert base == {"dill", "requests", "certifi", "pika", "tblib", "exceptiongroup", "packaging",
-                    "click"}
+                    "tqdm", "click"}
 
 
 def test_extras_module_lists_match_pyproject() -> None:

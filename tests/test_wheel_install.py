@@ -114,6 +114,29 @@ def test_guide_example_from_the_wheel(sdk_venv: Path, stack: dict[str, Any], exa
         assert text in outcome.output, f"{example.script} did not print {text!r}:\n{outcome.output}"
 
 
+def test_progress_from_the_wheel(sdk_venv: Path, stack: dict[str, Any]) -> None:
+    script = textwrap.dedent("""
+        import os, sys
+        import volley
+
+        def odd_only(x):
+            if x % 2 == 0:
+                raise ValueError(x)
+            return x
+
+        with volley.Executor(endpoint_id=os.environ["VOLLEY_ENDPOINT_ID"]) as ex:
+            futs = volley.progress([ex.submit(odd_only, i) for i in range(6)], desc="wheel",
+                                   file=sys.stdout)
+        print("results", sorted(f.result() for f in futs if f.exception() is None))
+    """)
+    out = subprocess.run([str(sdk_venv), "-c", script], env=_sdk_env(stack), capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "results [1, 3, 5]" in out.stdout
+    last_bar = [f for f in out.stdout.replace("\r", "\n").splitlines() if f.startswith("wheel:")][-1]
+    assert "6/6" in last_bar and "failed=3" in last_bar, out.stdout
+
+
 def test_cli_without_extras_names_them(sdk_venv: Path, stack: dict[str, Any]) -> None:
     volley_cmd = str(sdk_venv.parent / "volley")
     env = _sdk_env(stack)
