@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export VOLLEY_HOME ?= $(HOME)/.volley
 QUICK ?=
 
-.PHONY: setup demo test test-lint test-rust test-python lint bench faults clean down
+.PHONY: setup demo test test-lint test-rust test-python lint bench faults clean down dist
 
 setup:
 	bash scripts/setup.sh
@@ -44,8 +44,14 @@ FAULTS_ARGS ?=
 faults: setup
 	$(PY) -m tests.faults --tasks $(FAULTS_N) --write-docs docs/reliability.md $(FAULTS_ARGS)
 
+# the abi3 wheel (CPython >= 3.10) and the sdist, into dist/; only maturin is needed
+dist:
+	@[ -x $(VENV)/bin/maturin ] || $(MAKE) setup
+	$(VENV)/bin/maturin build --release -o dist
+	$(VENV)/bin/maturin sdist -o dist
+
 down:
 	$(VENV)/bin/volley local down
 
 clean:
-	rm -rf target $(VENV) python/volley/*.so
+	rm -rf target dist $(VENV) python/volley/*.so

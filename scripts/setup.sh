@@ -41,8 +41,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q "maturin>=1.9,<2"
-say "building the Rust core (release) and installing volley with test extras ..."
-VIRTUAL_ENV="$PWD/$VENV" PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/maturin" develop --release --extras "${EXTRAS:-test}" -q
+# A module built before the wheel moved to abi3 (_core.cpython-3XX-*.so) would be imported
+# before the _core.abi3.so built now (Python tries version-specific suffixes first).
+rm -f python/volley/_core.cpython-*.so
+say "building the Rust core (release) and installing volley with extras all,${EXTRAS:-test} ..."
+# every extra (service, endpoint, postgres) plus $EXTRAS: test by default, test,bench for `make bench`
+VIRTUAL_ENV="$PWD/$VENV" PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/maturin" develop --release --extras "all,${EXTRAS:-test}" -q
 "$VENV/bin/python" -c 'import volley._core, volley; print("[setup] volley", volley.__version__, "with native core", volley._core.__version__)' >&2
 
 # --- upstream endpoint worker for the interop test (tests/test_endpoint_upstream.py) -----------

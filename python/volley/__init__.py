@@ -13,7 +13,7 @@ import typing as t
 from volley.version import __version__
 
 __author__ = "The Volley Team"
-__all__ = ("Client", "Executor", "MPIFunction", "ShellFunction", "ShellResult", "__version__")
+__all__ = ("Client", "Executor", "MPIFunction", "ShellFunction", "ShellResult", "__version__", "progress")
 
 _LAZY = {
     "Client": "volley.sdk.client",
@@ -21,12 +21,14 @@ _LAZY = {
     "ShellFunction": "volley.sdk.shell_function",
     "ShellResult": "volley.sdk.shell_function",
     "MPIFunction": "volley.sdk.mpi_function",
+    "progress": "volley.sdk.progress",
 }
 
 if t.TYPE_CHECKING:
     from volley.sdk.client import Client
     from volley.sdk.executor import Executor
     from volley.sdk.mpi_function import MPIFunction
+    from volley.sdk.progress import progress
     from volley.sdk.shell_function import ShellFunction, ShellResult
 
 

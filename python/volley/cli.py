@@ -11,17 +11,42 @@ from typing import Any
 
 import click
 
+from volley.extras import MissingExtra, extra_providing, missing_modules, require
 
-@click.group()
+
+class _Group(click.Group):
+    """The top-level group: a command whose part of Volley is not installed (its pip extra is
+    missing) ends with the message naming the extra, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MissingExtra as exc:
+            raise click.ClickException(str(exc)) from exc
+        except ModuleNotFoundError as exc:  # a command importing an extra's module directly
+            extra = extra_providing(exc.name or "")
+            if extra is None:
+                raise
+            missing = MissingExtra("this command", (extra,), missing_modules(extra) or [str(exc.name)])
+            raise click.ClickException(str(missing)) from exc
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="volley")
 def main() -> None:
-    """Volley: self-hostable, Rust-accelerated function-as-a-service."""
+    """Volley: self-hostable, Rust-accelerated function-as-a-service.
+
+    `pip install volley` is the SDK; `volley local` and `volley demo` need the extras
+    `service` and `endpoint`, `volley token` the extra `service`, `volley endpoint` the extra
+    `endpoint` (`pip install 'volley[all]'` installs every one).
+    """
 
 
 # --- local stack -----------------------------------------------------------------------------------
 @main.group()
 def local() -> None:
     """The embedded local stack: private RabbitMQ, web service, default endpoint."""
+    require("`volley local`", "service", "endpoint")
 
 
 def _stack(quiet: bool = False):  # type: ignore[no-untyped-def]
@@ -76,6 +101,7 @@ def _print_status(status: dict, as_json: bool) -> None:
 @click.option("--transport", type=click.Choice(["native", "python"]), help="Result transport.")
 def demo(examples: Path | None, transport: str | None) -> None:
     """Bring the local stack up if needed and run the user guide's examples."""
+    require("`volley demo`", "service", "endpoint")
     from volley.demo import run_demo
 
     sys.exit(run_demo(examples, transport))
@@ -85,6 +111,7 @@ def demo(examples: Path | None, transport: str | None) -> None:
 @main.group()
 def token() -> None:
     """Bearer tokens of the web service."""
+    require("`volley token`", "service")
 
 
 def _database_url(database_url: str | None) -> str:
@@ -246,10 +273,24 @@ def _revoke_broker_user(user_id: str, database_url: str | None, service_config: 
     click.echo(f"that was the user's last token: broker user {principal} deleted")
 
 
-def _register_subcommands() -> None:
-    from volley.endpoint.cli import endpoint
+def _unavailable(name: str, exc: MissingExtra) -> click.Command:
+    """Stands in for a command group whose module cannot be imported without its extra."""
 
-    main.add_command(endpoint)
+    @click.command(name, help=f"(not installed: {exc.install})", add_help_option=False,
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def stand_in() -> None:
+        raise exc
+
+    return stand_in
+
+
+def _register_subcommands() -> None:
+    command: click.Command
+    try:
+        from volley.endpoint.cli import endpoint as command
+    except MissingExtra as exc:
+        command = _unavailable("endpoint", exc)
+    main.add_command(command)
 
 
 _register_subcommands()

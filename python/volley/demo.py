@@ -97,9 +97,13 @@ def example_env(status: dict, transport: str | None = None) -> dict[str, str]:
     return env
 
 
-def run_example(example: Example, directory: Path, env: dict[str, str], timeout: float = 300) -> Outcome:
+def run_example(example: Example, directory: Path, env: dict[str, str], timeout: float = 300,
+                python: str = sys.executable) -> Outcome:
+    """Run one example with ``python`` (default: this interpreter; the wheel test passes a fresh
+    venv's, which has only the SDK)."""
+
     def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(directory / script), *args], env=env, cwd=directory,
+        return subprocess.run([python, str(directory / script), *args], env=env, cwd=directory,
                               capture_output=True, text=True, timeout=timeout)
 
     if example.endpoint != "default":
