@@ -180,3 +180,19 @@ def test_bucket_sizes_are_round_and_fit_sixty_buckets() -> None:
     for span in (0.5, 59, 999, 86_400, 40 * 86_400):
         assert span <= bucket_size(span) * MAX_BUCKETS
 
+
+def test_dashboard_files_are_served_without_a_token_with_a_strict_policy(svc: Service) -> None:
+    r = svc.client.get("/dashboard", follow_redirects=False)
+    assert r.status_code == 308 and r.headers["location"] == "dashboard/"
+    page = svc.client.get("/dashboard/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<script src="dashboard.js"' in page.text and 'href="dashboard.css"' in page.text
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "default-src 'none'" in csp
+    for name, kind in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
+        r = svc.client.get(f"/dashboard/{name}")
+        assert r.status_code == 200 and r.headers["content-type"].startswith(kind) and r.content
+        assert r.headers["x-content-type-options"] == "nosniff"
+    # nothing else is served from there, and the page is not part of the API schema
+    assert svc.client.get("/dashboard/secrets.txt").status_code == 404
+    assert not any(p.startswith("/dashboard") for p in svc.client.get("/openapi.json").json()["paths"])
