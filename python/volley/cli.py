@@ -232,8 +232,10 @@ def _revoke_broker_user(user_id: str, database_url: str | None, service_config: 
 
 def _register_subcommands() -> None:
     from volley.endpoint.cli import endpoint
+    from volley.tasks_cli import tasks
 
     main.add_command(endpoint)
+    main.add_command(tasks)
 
 
 _register_subcommands()
