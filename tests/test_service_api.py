@@ -48,6 +48,9 @@ AUTH_ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/v2/batch_status", {"task_ids": []}),
     ("GET", "/v2/taskgroup/{id}", None),
     ("GET", "/v2/get_amqp_result_connection_url", None),
+    ("GET", "/volley/v1/endpoints", None),
+    ("GET", "/volley/v1/task_groups", None),
+    ("GET", "/volley/v1/task_groups/{id}", None),
 ]
 
 

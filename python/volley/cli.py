@@ -285,12 +285,15 @@ def _unavailable(name: str, exc: MissingExtra) -> click.Command:
 
 
 def _register_subcommands() -> None:
+    from volley.tasks_cli import tasks
+
     command: click.Command
     try:
         from volley.endpoint.cli import endpoint as command
     except MissingExtra as exc:
         command = _unavailable("endpoint", exc)
     main.add_command(command)
+    main.add_command(tasks)
 
 
 _register_subcommands()

@@ -37,6 +37,21 @@ class NoServiceConfigured(RuntimeError):
     pass
 
 
+def configured_service_url(cfg: ClientConfig, service_url: str | None = None,
+                           environment: str | None = None) -> str:
+    """Where the SDK (and the ``volley tasks`` commands) reach the service: the argument, else
+    the configuration (``VOLLEY_SERVICE_URL`` or ``volley local up``'s), else ``environment``."""
+    url = service_url or cfg.service_url
+    if url is None and environment:
+        url = _ENVIRONMENT_URLS.get(environment)
+    if url is None:
+        raise NoServiceConfigured(
+            "no Volley service configured: run `volley local up`, or set VOLLEY_SERVICE_URL "
+            "and VOLLEY_TOKEN, or pass Client(service_url=..., token=...)"
+        )
+    return url
+
+
 class Client:
     def __init__(
         self,
@@ -64,14 +79,7 @@ class Client:
         cfg: ClientConfig = load_client_config()
         if local_compute_services:
             environment = "local"
-        url = service_url or cfg.service_url
-        if url is None and environment:
-            url = _ENVIRONMENT_URLS.get(environment)
-        if url is None:
-            raise NoServiceConfigured(
-                "no Volley service configured: run `volley local up`, or set VOLLEY_SERVICE_URL "
-                "and VOLLEY_TOKEN, or pass Client(service_url=..., token=...)"
-            )
+        url = configured_service_url(cfg, service_url, environment)
         self.web_service_address = url
         self.app = app
         self.authorizer = authorizer

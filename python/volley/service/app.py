@@ -87,7 +87,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 
+    from volley.service.dashboard import router as dashboard
     from volley.service.routes import router
 
     app.include_router(router)
+    app.include_router(dashboard)
     return app

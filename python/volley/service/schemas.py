@@ -180,3 +180,65 @@ class TaskGroupDoc(TypedDict):
 class AmqpResultUrl(TypedDict):
     connection_url: str
     queue_prefix: str
+
+
+# --- our extension: overviews for the dashboard and `volley tasks` (routes/overview.py) ----------
+class EndpointOverview(TypedDict):
+    endpoint_id: str
+    name: str
+    display_name: str | None
+    status: str
+    last_heartbeat: float | None
+    heartbeat_period: float
+    # from the endpoint's last status report; None when it did not say
+    engine_type: str | None
+    total_workers: int | None
+    idle_workers: int | None
+    outstanding_tasks: int | None
+    queue_depth: int | None
+
+
+class EndpointPage(TypedDict):
+    endpoints: list[EndpointOverview]
+    next: NotRequired[str]
+
+
+class TaskGroupOverview(TypedDict):
+    task_group_id: str
+    created_at: float
+    updated_at: float
+    total: int
+    # every state ("waiting-for-ep", "success", "failed"), 0 when no task is in it
+    counts: dict[str, int]
+
+
+class TaskGroupPage(TypedDict):
+    task_groups: list[TaskGroupOverview]
+    next: NotRequired[str]
+
+
+class Throughput(TypedDict):
+    # tasks completed per bucket of `bucket_s` seconds, the first bucket starting at `start`
+    start: float | None
+    bucket_s: int
+    success: list[int]
+    failed: list[int]
+
+
+class TaskFailure(TypedDict):
+    task_id: str
+    completion_t: float | None
+    error_code: str | None
+    # the remote error text (a traceback); its last `max_error_chars` characters
+    exception: str
+    truncated: bool
+
+
+class TaskGroupSummary(TaskGroupOverview):
+    first_submitted: float | None
+    last_completed: float | None
+    # completed tasks per second from the first submission to the last completion
+    rate_per_s: float | None
+    throughput: Throughput
+    # the most recent failures, newest first
+    failures: list[TaskFailure]

@@ -127,3 +127,31 @@ def iso(ts: float) -> str:
 
 def invalid(message: str) -> ApiError:
     return ApiError(422, "INVALID_REQUEST", message)
+
+
+def parse_cursor(after: str, page: str) -> tuple[float, str]:
+    """The position ``<timestamp>_<id>`` that a ``page``'s ``next`` names (see :func:`cursor`)."""
+    ts, _, ident = after.partition("_")
+    key = canonical_uuid(ident)
+    try:
+        value = float(ts)
+    except ValueError:
+        key = None
+    if key is None:
+        raise invalid(f"after: {after!r} is not a cursor from a {page}'s `next`")
+    return value, key
+
+
+def cursor(ts: float, ident: str) -> str:
+    """A page's ``next``: where the following page starts (``repr`` keeps the float exact)."""
+    return f"{ts!r}_{ident}"
+
+
+def check_limit(limit: int | None, most: int, setting: str | None = None) -> int:
+    """``limit`` (default ``most``), or 422 if it is not between 1 and ``most``."""
+    if limit is None:
+        return most
+    if not 1 <= limit <= most:
+        why = f" (service setting {setting})" if setting else ""
+        raise invalid(f"limit: {limit} is not between 1 and {most}{why}")
+    return limit

@@ -37,12 +37,14 @@ from volley.service.payloads import MalformedPayload, check_frames
 from volley.service.routes.common import (
     Caller,
     caller,
-    canonical_uuid,
+    check_limit,
     check_quota,
+    cursor,
     invalid,
     iso,
     owned,
     owned_columns,
+    parse_cursor,
     task_cutoff,
 )
 from volley.service.schemas import (
@@ -348,19 +350,6 @@ def batch_status(body: BatchStatusBody, c: Caller = Depends(caller)) -> BatchSta
     return {"response": "batch", "results": results}
 
 
-def _cursor(after: str) -> tuple[float, str]:
-    """The position ``<created_at>_<task id>`` a page's ``next`` names."""
-    ts, _, tid = after.partition("_")
-    key = canonical_uuid(tid)
-    try:
-        value = float(ts)
-    except ValueError:
-        key = None
-    if key is None:
-        raise invalid(f"after: {after!r} is not a cursor from a task group page's `next`")
-    return value, key
-
-
 @router.get("/v2/taskgroup/{task_group_id}", responses={503: {"model": ErrorBody}})
 def get_task_group(task_group_id: str, limit: int | None = None, after: str | None = None,
                    c: Caller = Depends(caller)) -> TaskGroupDoc:
@@ -369,10 +358,8 @@ def get_task_group(task_group_id: str, limit: int | None = None, after: str | No
     is the ``after`` of the next page.  The first page also (re)declares the group's result
     queue, so an SDK reloading the group (``Executor.reload_tasks``) streams whatever is still
     to come."""
-    most = c.state.settings.max_task_group_page
-    if limit is not None and not 1 <= limit <= most:
-        raise invalid(f"limit: {limit} is not between 1 and {most} (service setting max_task_group_page)")
-    position = _cursor(after) if after is not None else None
+    size = check_limit(limit, c.state.settings.max_task_group_page, "max_task_group_page")
+    position = parse_cursor(after, "task group page") if after is not None else None
     group = owned(c, TaskGroup, task_group_id, "task group")
     if position is None:
         try:
@@ -382,7 +369,6 @@ def get_task_group(task_group_id: str, limit: int | None = None, after: str | No
         if not group.has_queue:
             group.has_queue = True
             c.session.commit()
-    size = limit or most
     q = (select(Task.id, Task.created_at)
          .where(Task.task_group_id == group.id, Task.updated_at >= task_cutoff(c))
          .order_by(Task.created_at, Task.id)
@@ -395,7 +381,7 @@ def get_task_group(task_group_id: str, limit: int | None = None, after: str | No
                          "tasks": [{"id": i, "created_at": iso(ts)} for i, ts in rows[:size]]}
     if len(rows) > size:
         last_id, last_ts = rows[size - 1]
-        doc["next"] = f"{last_ts!r}_{last_id}"
+        doc["next"] = cursor(last_ts, last_id)
     return doc
 
 
