@@ -20,7 +20,8 @@ import uuid
 from typing import Any
 
 import pytest
-from stacks import BenchStack, cpu_seconds, wait_until_idle
+from cputime import cpu_seconds
+from stacks import BenchStack, wait_until_idle
 
 from volley.protocol.messages import pack_result
 from volley.sdk.future import ComputeFuture

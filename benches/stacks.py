@@ -1,8 +1,14 @@
-"""Local stacks for the benchmarks: one per transport, each in its own temporary ``VOLLEY_HOME``.
+"""Local stacks for the benchmarks: one per transport and configuration, each in its own
+temporary ``VOLLEY_HOME``.
 
 Everything is the real thing: ``LocalStack.up()`` starts a private RabbitMQ node, the service
-on SQLite and the default endpoint.  The endpoint's ``config.yaml`` is written before ``up()``
-(a thread-pool engine, so no-op tasks measure the system rather than process start-up), and
+on SQLite and the default endpoint.  Two configurations:
+
+* *default*: the endpoint's ``config.yaml`` is left for ``up()`` to write, so the stack is
+  exactly what ``volley local up`` gives a user (the headline);
+* *tuned*: ``config.yaml`` is written before ``up()`` (a thread-pool engine, so no-op tasks
+  measure the system rather than process hand-offs, and a deep ``prefetch``).
+
 ``VOLLEY_TRANSPORT`` is set while ``up()`` spawns the children so the service and the endpoint
 use the transport under test too.  ``down()`` always runs, even when a benchmark fails.
 """
@@ -24,6 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cputime import cpu_seconds, descendants, this_process, tree
+
+from volley import Executor
+from volley.endpoint.config import load_config
 from volley.local.broker import BrokerInfo
 from volley.local.stack import LocalStack
 from volley.sdk.client import Client
@@ -68,6 +78,7 @@ class BenchStack:
     status: dict[str, Any]
     config: dict[str, Any]
     startup_s: float
+    default_config: bool
     _idle_endpoints: list[str] = field(default_factory=list)
 
     @property
@@ -103,10 +114,30 @@ class BenchStack:
     def broker_pid(self) -> int | None:
         return _read_pid(self.home / "broker" / "rabbit.pid")
 
-    def cpu_seconds(self) -> dict[str, float]:
-        """CPU time so far of the stack's processes and of this one (the SDK's)."""
-        return {"service": cpu_seconds(self.service_pid()), "endpoint": cpu_seconds(self.endpoint_pid()),
-                "broker": cpu_seconds(self.broker_pid()), "client": cpu_seconds(os.getpid())}
+    def roles(self) -> dict[str, list[int]]:
+        """The processes a task goes through, by role, for ``cputime.CpuWindow``: this process
+        (the SDK's), the service, the broker (its ``beam.smp`` and helpers), the endpoint agent
+        and the agent's children (a process pool's workers; none for a thread pool)."""
+        agent = self.endpoint_pid()
+        return {"client": this_process(), "service": tree(self.service_pid()),
+                "broker": tree(self.broker_pid()), "endpoint": [] if agent is None else [agent],
+                "workers": descendants(agent)}
+
+    def endpoint_config(self) -> dict[str, Any]:
+        """What the endpoint runs with, read back from its ``config.yaml`` (for the page)."""
+        cfg = load_config(self.home / "endpoints" / "default" / "config.yaml", check_engine=False)
+        return {"engine": cfg.engine_type, "max_workers": cfg.engine_options().get("max_workers"),
+                "prefetch": cfg.prefetch, "default_config": self.default_config}
+
+    def executor(self) -> Executor:
+        """A warm Executor on this stack's transport: registration, the first batch and the
+        watcher's connection are behind it."""
+        import workload  # on sys.path once conftest has run (TASKS_DIR)
+
+        ex = Executor(endpoint_id=self.endpoint_id, client=self.client(), task_group_id=uuid.uuid4(),
+                      transport=self.transport)
+        ex.submit(workload.noop).result(timeout=120)
+        return ex
 
     def idle_endpoint(self) -> str:
         """An endpoint that is registered but never started: submitted tasks wait in its queue."""
@@ -137,16 +168,28 @@ def run_probe(script: Path, *args: str, env: dict[str, str], timeout: float, wha
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU of a process so far (0 when it cannot be read)."""
-    if pid is None:
-        return 0.0
+def submit_request_latency(stack: BenchStack, ex: Executor, n: int) -> tuple[list[float], float]:
+    """The HTTP part of a round trip alone: one-task batches posted to an endpoint that is not
+    running (the service stores the task and publishes it with a confirm, nothing executes).
+    Returns the latencies (ms) and this process's CPU per request (ms): the client's share."""
+    import workload
+
+    idle = stack.idle_endpoint()
+    fid = ex.register_function(workload.echo)
+    client = ex.client
+    out = []
+    cpu0 = time.process_time()
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for i in range(n):
+            batch = client.create_batch(task_group_id=ex.task_group_id, create_websocket_queue=True)
+            batch.add(fid, (i,), {})
+            t0 = time.perf_counter()
+            client.batch_run(idle, batch)
+            out.append((time.perf_counter() - t0) * 1e3)
+        cpu = (time.process_time() - cpu0) / n * 1e3
+    finally:
+        stack.drop_idle_endpoints()
+    return out, cpu
 
 
 def wait_until_idle(pid: int | None, *, busy_below: float = 0.05, window_s: float = 0.5,
@@ -173,15 +216,20 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
-def start_stack(transport: str, *, workers: int, prefetch: int | None, root: Path) -> BenchStack:
-    """Start a local stack whose service and endpoint use ``transport``; on failure, tear it down."""
-    home = Path(tempfile.mkdtemp(prefix=f"stack-{transport}-", dir=root))
-    ep_dir = home / "endpoints" / "default"
-    ep_dir.mkdir(parents=True)
-    (ep_dir / "config.yaml").write_text(ENDPOINT_CONFIG.format(
-        transport=transport, workers=workers,
-        prefetch=f"prefetch: {prefetch}\n" if prefetch else "",
-    ))
+def start_stack(transport: str, *, workers: int, prefetch: int | None, root: Path,
+                default_config: bool = False) -> BenchStack:
+    """Start a local stack whose service and endpoint use ``transport``; on failure, tear it down.
+    ``default_config``: leave the endpoint's ``config.yaml`` to ``up()`` (``workers`` and
+    ``prefetch`` are then unused)."""
+    kind = "default" if default_config else "tuned"
+    home = Path(tempfile.mkdtemp(prefix=f"stack-{kind}-{transport}-", dir=root))
+    if not default_config:
+        ep_dir = home / "endpoints" / "default"
+        ep_dir.mkdir(parents=True)
+        (ep_dir / "config.yaml").write_text(ENDPOINT_CONFIG.format(
+            transport=transport, workers=workers,
+            prefetch=f"prefetch: {prefetch}\n" if prefetch else "",
+        ))
     pythonpath = os.pathsep.join(p for p in (str(TASKS_DIR), os.environ.get("PYTHONPATH")) if p)
     stack = LocalStack(home)
     t0 = time.monotonic()
@@ -192,7 +240,7 @@ def start_stack(transport: str, *, workers: int, prefetch: int | None, root: Pat
         stack.down()
         raise
     config = json.loads((home / "config.json").read_text())
-    return BenchStack(transport, home, stack, status, config, time.monotonic() - t0)
+    return BenchStack(transport, home, stack, status, config, time.monotonic() - t0, default_config)
 
 
 class StackPool:
@@ -202,11 +250,13 @@ class StackPool:
         self.root = Path(tempfile.mkdtemp(prefix="volley-bench-"))
         self.workers = workers
         self.prefetch = prefetch
-        self._stacks: dict[tuple[str, int | None], BenchStack] = {}
+        # (transport, prefetch) of a tuned stack; (transport, "default") of a default one
+        self._stacks: dict[tuple[str, int | str | None], BenchStack] = {}
         self._stopping: list[threading.Thread] = []
         self._errors: list[BaseException] = []
 
     def get(self, transport: str, *, prefetch: int | str | None = "default") -> BenchStack:
+        """The tuned stack of ``transport`` (``prefetch``: the pool's unless given)."""
         pf = self.prefetch if prefetch == "default" else prefetch
         assert pf is None or isinstance(pf, int)
         key = (transport, pf)
@@ -214,11 +264,26 @@ class StackPool:
             self._stacks[key] = start_stack(transport, workers=self.workers, prefetch=pf, root=self.root)
         return self._stacks[key]
 
-    def stop(self, transport: str, prefetch: int | None) -> None:
-        """Stop a stack no longer needed, in the background (close() waits for it)."""
+    def get_default(self, transport: str) -> BenchStack:
+        """The stack exactly as ``volley local up`` writes it, on ``transport``."""
+        key = (transport, "default")
+        if key not in self._stacks:
+            self._stacks[key] = start_stack(transport, workers=self.workers, prefetch=None, root=self.root,
+                                            default_config=True)
+        return self._stacks[key]
+
+    def stop(self, transport: str, prefetch: int | str | None, *, wait: bool = False) -> None:
+        """Stop a stack no longer needed (``prefetch="default"``: the default-configuration one),
+        in the background (close() waits for it), or before returning with ``wait``: so that
+        its shutdown does not use CPU during the next measurement."""
         st = self._stacks.pop((transport, prefetch), None)
-        if st is not None:
-            self._stopping.append(self._down_in_thread(st))
+        if st is None:
+            return
+        t = self._down_in_thread(st)
+        if wait:
+            t.join()
+        else:
+            self._stopping.append(t)
 
     def _down_in_thread(self, st: BenchStack) -> threading.Thread:
         def down() -> None:
