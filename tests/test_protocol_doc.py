@@ -11,7 +11,7 @@ from typing import get_args
 import pytest
 
 from volley.protocol import headers, topology
-from volley.protocol.codes import ResultCode
+from volley.protocol.codes import ApiCode, ResultCode
 from volley.protocol.messages import pack_result, pack_status_report, pack_task
 from volley.protocol.outcomes import PublishOutcome
 
@@ -87,6 +87,12 @@ def test_result_error_codes_are_the_codes_module() -> None:
     documented = [names(r[0])[0] for r in table("Result error codes")]
     assert len(documented) == len(set(documented))
     assert set(documented) == constants(ResultCode)
+
+
+def test_rest_error_codes_are_the_codes_module() -> None:
+    documented = [names(r[0])[0] for r in table("REST error codes")]
+    assert len(documented) == len(set(documented))
+    assert set(documented) == constants(ApiCode)
 
 
 def test_publish_outcomes_are_the_outcome_type() -> None:

@@ -27,3 +27,23 @@ class ResultCode:
     FUNCTION_DELETED: Final = "FunctionDeleted"
     ENDPOINT_DELETED: Final = "EndpointDeleted"
 
+
+class ApiCode:
+    """The ``code`` of a REST error answer ``{"code", "message"}`` (docs/protocol.md)."""
+
+    UNAUTHORIZED: Final = "UNAUTHORIZED"
+    TOKEN_EXPIRED: Final = "TOKEN_EXPIRED"
+    NOT_FOUND: Final = "NOT_FOUND"
+    METHOD_NOT_ALLOWED: Final = "METHOD_NOT_ALLOWED"
+    CONFLICT: Final = "CONFLICT"
+    REQUEST_ID_REUSED: Final = "REQUEST_ID_REUSED"
+    ENDPOINT_LOCKED: Final = "ENDPOINT_LOCKED"
+    INVALID_REQUEST: Final = "INVALID_REQUEST"
+    PAYLOAD_TOO_LARGE: Final = "PAYLOAD_TOO_LARGE"
+    TOO_MANY_TASKS: Final = "TOO_MANY_TASKS"
+    QUOTA_EXCEEDED: Final = "QUOTA_EXCEEDED"
+    FUNCTION_NOT_ALLOWED: Final = "FUNCTION_NOT_ALLOWED"
+    BROKER_UNAVAILABLE: Final = "BROKER_UNAVAILABLE"
+    DATABASE_UNAVAILABLE: Final = "DATABASE_UNAVAILABLE"
+    HTTP_ERROR: Final = "HTTP_ERROR"
+    INTERNAL_ERROR: Final = "INTERNAL_ERROR"

@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from typing_extensions import TypedDict
 
+from volley.protocol.codes import ApiCode
+
 log = logging.getLogger(__name__)
 
 
@@ -28,21 +30,21 @@ class ApiError(Exception):
 
 
 def not_found(what: str, ident: object) -> ApiError:
-    return ApiError(404, "NOT_FOUND", f"{what} {ident} not found")
+    return ApiError(404, ApiCode.NOT_FOUND, f"{what} {ident} not found")
 
 
 def unauthorized(message: str) -> ApiError:
-    return ApiError(401, "UNAUTHORIZED", message, headers={"WWW-Authenticate": "Bearer"})
+    return ApiError(401, ApiCode.UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
 
 
 def broker_unavailable(exc: BaseException) -> ApiError:
-    return ApiError(503, "BROKER_UNAVAILABLE", f"the message broker did not complete the request: {exc}")
+    return ApiError(503, ApiCode.BROKER_UNAVAILABLE, f"the message broker did not complete the request: {exc}")
 
 
 _HTTP_CODES = {
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    413: "PAYLOAD_TOO_LARGE",
+    404: ApiCode.NOT_FOUND,
+    405: ApiCode.METHOD_NOT_ALLOWED,
+    413: ApiCode.PAYLOAD_TOO_LARGE,
 }
 
 # the same statuses documented on every authenticated route of the OpenAPI schema
@@ -69,7 +71,7 @@ def install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         )
         return JSONResponse(
-            {"code": "INVALID_REQUEST", "message": f"malformed request: {problems}"},
+            {"code": ApiCode.INVALID_REQUEST, "message": f"malformed request: {problems}"},
             status_code=422,
         )
 
@@ -79,11 +81,11 @@ def install_error_handlers(app: FastAPI) -> None:
             # FastAPI's answer to a JSON body it cannot parse other than by a syntax error (not
             # UTF-8, nested deeper than the parser recurses): malformed like any other
             return JSONResponse(
-                {"code": "INVALID_REQUEST", "message": "malformed request: the body could not be "
+                {"code": ApiCode.INVALID_REQUEST, "message": "malformed request: the body could not be "
                  f"parsed as JSON ({exc.detail}): send one JSON document in UTF-8"},
                 status_code=422,
             )
-        code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+        code = _HTTP_CODES.get(exc.status_code, ApiCode.HTTP_ERROR)
         return JSONResponse(
             {"code": code, "message": str(exc.detail)}, status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
@@ -93,6 +95,6 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", req.method, req.url.path)
         return JSONResponse(
-            {"code": "INTERNAL_ERROR", "message": f"internal error ({type(exc).__name__}); see the service log"},
+            {"code": ApiCode.INTERNAL_ERROR, "message": f"internal error ({type(exc).__name__}); see the service log"},
             status_code=500,
         )

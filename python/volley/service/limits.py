@@ -12,6 +12,8 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from volley.protocol.codes import ApiCode
+
 
 def _too_large(limit: int, size: int | None) -> str:
     got = f"of {size} bytes " if size is not None else ""
@@ -57,7 +59,7 @@ class BodySizeLimit:
 
 
 async def _send_413(send: Send, message: str) -> None:
-    body = json.dumps({"code": "PAYLOAD_TOO_LARGE", "message": message}).encode()
+    body = json.dumps({"code": ApiCode.PAYLOAD_TOO_LARGE, "message": message}).encode()
     headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})

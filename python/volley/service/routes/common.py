@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from volley.protocol.codes import ApiCode
 from volley.service.auth import TokenExpired, UnknownToken
 from volley.service.errors import ApiError, not_found, unauthorized
 from volley.service.state import ServiceState
@@ -65,7 +66,7 @@ async def caller(
 def token_expired(expired_at: float, by_setting: bool) -> ApiError:
     why = (" (tokens live at most token_ttl_s seconds, a service setting)" if by_setting else "")
     return ApiError(
-        401, "TOKEN_EXPIRED",
+        401, ApiCode.TOKEN_EXPIRED,
         f"the bearer token expired at {iso(expired_at)}{why}; create a new one with "
         "`volley token create --user <name>`",
         headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
@@ -80,7 +81,7 @@ def check_quota(c: Caller, model: Any, what: str, setting: str, *where: Any) -> 
     have = c.session.scalar(q) or 0
     if have >= limit:
         raise ApiError(
-            403, "QUOTA_EXCEEDED",
+            403, ApiCode.QUOTA_EXCEEDED,
             f"you have {have} {what}, the most a user may have (service setting {setting} = "
             f"{limit}); delete some first" + ("" if what != "task groups" else
                                              " or submit into one you have (they expire with their tasks)"),
@@ -126,7 +127,7 @@ def iso(ts: float) -> str:
 
 
 def invalid(message: str) -> ApiError:
-    return ApiError(422, "INVALID_REQUEST", message)
+    return ApiError(422, ApiCode.INVALID_REQUEST, message)
 
 
 def parse_cursor(after: str, page: str) -> tuple[float, str]:

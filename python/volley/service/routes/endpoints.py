@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from volley.protocol import topology as topo
 from volley.protocol.codec import pack_result
-from volley.protocol.codes import ResultCode
+from volley.protocol.codes import ApiCode, ResultCode
 from volley.protocol.outcomes import ACK
 from volley.service.broker_admin import BrokerAdminError
 from volley.service.credentials import new_salt
@@ -74,7 +74,7 @@ def _register(c: Caller, body: EndpointBody, endpoint_id: str | None) -> Endpoin
             raise not_found("endpoint", endpoint_id)
         if ep is not None and ep.locked_until is not None and ep.locked_until > now:
             raise ApiError(
-                423, "ENDPOINT_LOCKED",
+                423, ApiCode.ENDPOINT_LOCKED,
                 f"endpoint {ep_id} was stopped remotely and may not register again before "
                 f"{iso(ep.locked_until)}",
             )
@@ -96,7 +96,7 @@ def _register(c: Caller, body: EndpointBody, endpoint_id: str | None) -> Endpoin
         c.session.flush()
     except IntegrityError:
         c.session.rollback()
-        raise ApiError(409, "CONFLICT", f"endpoint {ep_id} was registered concurrently; try again") from None
+        raise ApiError(409, ApiCode.CONFLICT, f"endpoint {ep_id} was registered concurrently; try again") from None
     state = c.state
     try:
         state.gateway.declare_endpoint_queue(ep.id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from volley.protocol.codes import ApiCode
 from volley.protocol.topology import MAX_PAYLOAD_SIZE
 from volley.service.errors import COMMON_RESPONSES, ApiError, ErrorBody
 from volley.service.models import Function
@@ -19,7 +20,7 @@ def register_function(body: FunctionBody, c: Caller = Depends(caller)) -> Functi
     check_quota(c, Function, "functions", "max_functions_per_user")
     code = body.function_code
     if len(code) > MAX_PAYLOAD_SIZE:
-        raise ApiError(413, "PAYLOAD_TOO_LARGE", "function code exceeds the 10 MiB limit")
+        raise ApiError(413, ApiCode.PAYLOAD_TOO_LARGE, "function code exceeds the 10 MiB limit")
     if body.serialized:
         try:
             check_frames(code, 1, "function_code")

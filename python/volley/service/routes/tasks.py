@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from volley.protocol import topology as topo
 from volley.protocol.codec import pack_task
+from volley.protocol.codes import ApiCode
 from volley.protocol.messages import TASK_ENVELOPE_SIZE, escaped_size
 from volley.service.broker_admin import BrokerAdminError
 from volley.service.errors import (
@@ -93,7 +94,7 @@ def _validate(c: Caller, endpoint_id: str, body: SubmitBody) -> tuple[Any, dict[
     count, limit = sum(len(p) for p in body.tasks.values()), c.state.settings.max_tasks_per_submit
     if count > limit:
         raise ApiError(
-            413, "TOO_MANY_TASKS",
+            413, ApiCode.TOO_MANY_TASKS,
             f"{count} tasks in one submit request exceed the limit of {limit} (service setting "
             "max_tasks_per_submit); send them in smaller batches",
         )
@@ -103,7 +104,7 @@ def _validate(c: Caller, endpoint_id: str, body: SubmitBody) -> tuple[Any, dict[
         refused = sorted(set(functions) - set(ep.allowed_functions))
         if refused:
             raise ApiError(
-                403, "FUNCTION_NOT_ALLOWED",
+                403, ApiCode.FUNCTION_NOT_ALLOWED,
                 f"endpoint {ep.id} does not allow function(s) {', '.join(refused)}",
             )
     for fid, payloads in body.tasks.items():
@@ -112,7 +113,7 @@ def _validate(c: Caller, endpoint_id: str, body: SubmitBody) -> tuple[Any, dict[
         for i, payload in enumerate(payloads):
             if len(code) + len(payload) > topo.MAX_PAYLOAD_SIZE:
                 raise ApiError(
-                    413, "PAYLOAD_TOO_LARGE",
+                    413, ApiCode.PAYLOAD_TOO_LARGE,
                     f"task {i} of function {fid}: function and arguments exceed the 10 MiB limit",
                 )
             try:
@@ -128,7 +129,7 @@ def _validate(c: Caller, endpoint_id: str, body: SubmitBody) -> tuple[Any, dict[
                 size = TASK_ENVELOPE_SIZE + code_size + escaped_size(payload)
                 if size > topo.MAX_MESSAGE_SIZE:
                     raise ApiError(
-                        413, "PAYLOAD_TOO_LARGE",
+                        413, ApiCode.PAYLOAD_TOO_LARGE,
                         f"task {i} of function {fid}: its message (function and arguments, as "
                         f"UTF-8 JSON) would take {size} bytes, over the broker's {topo.MAX_MESSAGE_SIZE} "
                         "byte (16 MiB) max_message_size; multi-byte characters and JSON escapes "
@@ -155,7 +156,7 @@ def _replay(c: Caller, sub: Submission, endpoint_id: str, body: SubmitBody) -> S
     still unpublished is the outbox's to publish."""
     if sub.endpoint_id != endpoint_id or (body.task_group_id and str(body.task_group_id) != sub.task_group_id):
         raise ApiError(
-            409, "REQUEST_ID_REUSED",
+            409, ApiCode.REQUEST_ID_REUSED,
             f"request_id {sub.request_id} was already used for a submission to endpoint "
             f"{sub.endpoint_id} (task group {sub.task_group_id}); make a new request_id for a "
             "new submission",
@@ -191,7 +192,7 @@ def _commit(c: Caller, sub: dict[str, Any], rows: list[dict[str, Any]]) -> Submi
     except DBAPIError as exc:
         c.session.rollback()
         raise ApiError(
-            503, "DATABASE_UNAVAILABLE",
+            503, ApiCode.DATABASE_UNAVAILABLE,
             f"the database did not store the submission ({type(exc.orig).__name__}); nothing "
             "was queued -- retry with the same request_id, which answers the same task ids if "
             "it was stored after all",
