@@ -77,10 +77,7 @@ if _core is not None:
         details: dict[str, Any] | None = None,
         task_statuses: list[dict[str, Any]] | None = None,
     ) -> bytes:
-        if details is not None and not isinstance(details, dict):
-            raise InvalidMessageError("result: field 'details' must be an object or null")
-        if task_statuses is not None and not isinstance(task_statuses, list):
-            raise InvalidMessageError("result: field 'task_statuses' must be a list or null")
+        reference.check_result_fields(details, task_statuses)
         try:
             return _core_pack_result(
                 str(task_id), data, error_code=error_code,

@@ -99,6 +99,14 @@ def escaped_size(text: str) -> int:
 TASK_ENVELOPE_SIZE = len(pack_task(uuid.UUID(int=0), ""))
 
 
+def check_result_fields(details: Any, task_statuses: Any) -> None:
+    """The types :func:`pack_result` takes for ``details`` and ``task_statuses`` (any packer)."""
+    if details is not None and not isinstance(details, dict):
+        raise InvalidMessageError("result: field 'details' must be an object or null")
+    if task_statuses is not None and not isinstance(task_statuses, list):
+        raise InvalidMessageError("result: field 'task_statuses' must be a list or null")
+
+
 def pack_result(
     task_id: str | uuid.UUID,
     data: str,
@@ -109,10 +117,7 @@ def pack_result(
     task_statuses: list[dict[str, Any]] | None = None,
 ) -> bytes:
     tid = _canonical_uuid(task_id, "task_id")
-    if details is not None and not isinstance(details, dict):
-        raise InvalidMessageError("result: field 'details' must be an object or null")
-    if task_statuses is not None and not isinstance(task_statuses, list):
-        raise InvalidMessageError("result: field 'task_statuses' must be a list or null")
+    check_result_fields(details, task_statuses)
     if error_code is None:
         err = "null"
     else:
