@@ -25,6 +25,8 @@ class ResultCode:
     UNKNOWN_TASK_FAILURE: Final = "UNKNOWN_TASK_FAILURE"
     # the service failed a waiting task because its function or endpoint was deleted
     FUNCTION_DELETED: Final = "FunctionDeleted"
+    # cancelled on request before it ran, or stopped while running by a force-cancel
+    TASK_CANCELLED: Final = "TaskCancelled"
     ENDPOINT_DELETED: Final = "EndpointDeleted"
 
 
