@@ -46,6 +46,7 @@ def test_exchanges_and_queues_are_the_topology() -> None:
     expected = {
         (topology.TASKS_EXCHANGE, "exchange"),
         (topology.task_queue("<endpoint_id>"), "queue"),
+        (topology.control_queue("<endpoint_id>"), "queue"),
         (topology.RESULTS_EXCHANGE, "exchange"),
         (topology.RESULTS_QUEUE, "queue"),
         (topology.HEARTBEATS_EXCHANGE, "exchange"),

@@ -75,10 +75,10 @@ def test_task_groups_are_listed_newest_first_with_counts_and_pages(svc: Service)
     assert [g["task_group_id"] for g in listed["task_groups"]] == [
         third["task_group_id"], second["task_group_id"], first["task_group_id"]]
     by_id = {g["task_group_id"]: g for g in listed["task_groups"]}
-    assert by_id[first["task_group_id"]]["counts"] == {"waiting-for-ep": 1, "success": 2, "failed": 1}
+    assert by_id[first["task_group_id"]]["counts"] == {"waiting-for-ep": 1, "success": 2, "failed": 1, "cancelled": 0}
     assert by_id[first["task_group_id"]]["total"] == 4
-    assert by_id[second["task_group_id"]]["counts"] == {"waiting-for-ep": 3, "success": 0, "failed": 0}
-    assert by_id[third["task_group_id"]]["counts"] == {"waiting-for-ep": 0, "success": 1, "failed": 0}
+    assert by_id[second["task_group_id"]]["counts"] == {"waiting-for-ep": 3, "success": 0, "failed": 0, "cancelled": 0}
+    assert by_id[third["task_group_id"]]["counts"] == {"waiting-for-ep": 0, "success": 1, "failed": 0, "cancelled": 0}
 
     # pages of two: the cursor continues exactly where the first page stopped
     page1 = ok(svc, alice, "task_groups", limit=2)
@@ -100,7 +100,7 @@ def test_task_group_summary_counts_throughput_and_failures(svc: Service) -> None
     tg = out["task_group_id"]
     s = ok(svc, alice, f"task_groups/{tg}")
     assert s["task_group_id"] == tg and s["total"] == 7
-    assert s["counts"] == {"waiting-for-ep": 2, "success": 3, "failed": 2}
+    assert s["counts"] == {"waiting-for-ep": 2, "success": 3, "failed": 2, "cancelled": 0}
     assert s["first_submitted"] <= s["last_completed"]
     # every completion is in the series, once, in a bucket of a round size
     th = s["throughput"]
@@ -130,7 +130,7 @@ def test_summary_of_a_group_with_nothing_completed(svc: Service) -> None:
     alice = svc.new_user()
     out = svc.submit(alice, svc.register_endpoint(alice)["endpoint_id"], svc.register_function(alice), (1,))
     s = ok(svc, alice, f"task_groups/{out['task_group_id']}")
-    assert s["counts"] == {"waiting-for-ep": 1, "success": 0, "failed": 0}
+    assert s["counts"] == {"waiting-for-ep": 1, "success": 0, "failed": 0, "cancelled": 0}
     assert s["last_completed"] is None and s["rate_per_s"] is None and s["failures"] == []
     assert sum(s["throughput"]["success"]) == 0 == sum(s["throughput"]["failed"])
 

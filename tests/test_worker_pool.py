@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from concurrent.futures import Future, wait
+from pathlib import Path
 
 import pytest
 
-from volley.endpoint.engines.base import EngineStopped
+from endpoint_helpers import wait_for
+from volley.endpoint.engines.base import CancelOutcome, EngineStopped, TaskCancelled
 from volley.endpoint.engines.workers import WorkerLost, WorkerPool
 from volley.endpoint.prefetch import CEILING, MAX_HELD_BYTES, AdaptivePrefetch
 from volley.protocol.codec import decode, pack_task
@@ -27,6 +30,20 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def touch_then_wait(started: str, release: str) -> str:
+    """Say it started, then run until told to finish (or, if never told, for ten minutes)."""
+    Path(started).touch()
+    deadline = time.monotonic() + 600
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "released"
+
+
+def touch(marker: str) -> str:
+    Path(marker).touch()
+    return "ran"
+
+
 def body(fn: object, *args: object) -> tuple[str, bytes]:
     tid = str(uuid.uuid4())
     buf = SER.pack_buffers([SER.serialize(fn)]) + SER.pack_buffers([SER.serialize(args), SER.serialize({})])
@@ -39,10 +56,14 @@ def value(packed: bytes) -> object:
     return SER.deserialize(m.data)
 
 
+def new_pool(size: int, run_dir: object) -> WorkerPool:
+    return WorkerPool(size, {"endpoint_id": None, "run_dir": str(run_dir), "run_in_sandbox": False,
+                             "allowed_serializers": None}, cancelled_error=TaskCancelled)
+
+
 @pytest.fixture()
 def pool(tmp_path: object) -> WorkerPool:
-    p = WorkerPool(2, {"endpoint_id": None, "run_dir": str(tmp_path), "run_in_sandbox": False,
-                       "allowed_serializers": None})
+    p = new_pool(2, tmp_path)
     p.start()
     yield p
     p.shutdown(EngineStopped)
@@ -76,6 +97,70 @@ def test_shutdown_fails_what_is_left_with_the_given_error(tmp_path: object) -> N
         assert f.done()
         if f.exception() is not None:
             assert isinstance(f.exception(), EngineStopped)
+
+
+# --- cancel ----------------------------------------------------------------------------------
+def test_a_waiting_task_cancelled_never_runs(tmp_path: Path) -> None:
+    p = new_pool(1, tmp_path)
+    p.start()
+    try:
+        started, release, marker = tmp_path / "started", tmp_path / "release", tmp_path / "victim-ran"
+        first = p.submit(*body(touch_then_wait, str(started), str(release)), None)
+        tid, b = body(touch, str(marker))
+        victim = p.submit(tid, b, None)  # nothing is known of task times yet: it waits here
+        assert p.cancel(tid, force=False) == CancelOutcome.DROPPED
+        with pytest.raises(TaskCancelled, match="before it started"):
+            victim.result(timeout=5)
+        release.touch()
+        assert value(first.result(timeout=60)) == "released"
+        after = p.submit(*body(triple, 5), None)
+        assert value(after.result(timeout=60)) == 15
+        assert not marker.exists()
+        assert p.cancel(tid, force=True) == CancelOutcome.UNKNOWN  # gone from the pool
+    finally:
+        p.shutdown(EngineStopped)
+
+
+def test_a_held_task_cancelled_is_skipped_by_its_worker(tmp_path: Path) -> None:
+    p = new_pool(1, tmp_path)
+    p.start()
+    try:
+        p._mean_s = 1e-5  # as after many short tasks: the worker is handed a deep batch
+        started, release, marker = tmp_path / "started", tmp_path / "release", tmp_path / "victim-ran"
+        first = p.submit(*body(touch_then_wait, str(started), str(release)), None)
+        tid, b = body(touch, str(marker))
+        victim = p.submit(tid, b, None)
+        behind = p.submit(*body(triple, 2), None)
+        wait_for(started.exists, 60, "the first task to start")
+        assert p.cancel(tid, force=False) == CancelOutcome.SKIPPING
+        release.touch()
+        with pytest.raises(TaskCancelled, match="before it started"):
+            victim.result(timeout=60)
+        assert value(first.result(timeout=60)) == "released"
+        assert value(behind.result(timeout=60)) == 6
+        assert not marker.exists()
+    finally:
+        p.shutdown(EngineStopped)
+
+
+def test_force_cancel_kills_only_the_running_task(tmp_path: Path) -> None:
+    p = new_pool(1, tmp_path)
+    p.start()
+    try:
+        started = tmp_path / "started"
+        tid, b = body(touch_then_wait, str(started), str(tmp_path / "never"))
+        running = p.submit(tid, b, None)
+        behind = [p.submit(*body(triple, i), None) for i in range(5)]
+        wait_for(started.exists, 60, "the task to start")
+        assert p.cancel(tid, force=False) == CancelOutcome.RUNNING  # left alone without force
+        assert not running.done()
+        assert p.cancel(tid, force=True) == CancelOutcome.KILLED
+        with pytest.raises(TaskCancelled, match="force-cancelled while running"):
+            running.result(timeout=60)
+        assert [value(f.result(timeout=120)) for f in behind] == [3 * i for i in range(5)]
+        assert p.problem is None
+    finally:
+        p.shutdown(EngineStopped)
 
 
 # --- adaptive prefetch ----------------------------------------------------------------------

@@ -39,6 +39,7 @@ from typing import Any
 
 from volley.endpoint.acks import DeliveryBook
 from volley.endpoint.config import EndpointConfig
+from volley.endpoint.control import ControlListener
 from volley.endpoint.engines import Engine, build_engine
 from volley.endpoint.errors import AgentError, AlreadyRunning, QueueHeld
 from volley.endpoint.heartbeats import Heartbeats
@@ -76,6 +77,7 @@ class Agent:
         self.intake: TaskIntake | None = None
         self.results: ResultSender | None = None
         self.heartbeats: Heartbeats | None = None
+        self.control: ControlListener | None = None
         self.started = time.time()
         self._reg: dict[str, Any] = {}
         self._consuming = False  # true once the task queue was ours
@@ -168,6 +170,10 @@ class Agent:
             allowed_functions=self.config.allowed_functions, policy=self.policy, stopped=self._stop,
             check_health=self._check_health,
         )
+        self.control = ControlListener(
+            self.name, eid, reg["task_queue_info"]["connection_url"], amqp=self._amqp(), policy=self.policy,
+            stopped=self._stop, notices=intake.notices,
+        )
         self.heartbeats = Heartbeats(
             publisher, heartbeats_route, eid, period=self.config.heartbeat_period,
             idle_soft=self.config.idle_heartbeats_soft, idle_hard=self.config.idle_heartbeats_hard,
@@ -185,6 +191,7 @@ class Agent:
             engine.start()
             results.start()
             self.heartbeats.start()
+            self.control.start()
             # `volley endpoint start --detach` waits for this: registered, consuming, engine up
             write_private(self.dir / "daemon.ready", str(os.getpid()), fsync=False)
             log.info("endpoint %s (%s) consuming %s with %s, prefetch %s", self.name, self.endpoint_id,
@@ -282,6 +289,8 @@ class Agent:
     def _shutdown(self) -> None:
         log.info("endpoint %s stopping: %s", self.name, self.stop_reason or "error")
         self._stop.set()
+        if self.control is not None:
+            self.control.stop()
         engine = self.engine
         consumer = self.intake.consumer if self.intake is not None else None
         deadline = time.monotonic() + self.config.shutdown_grace

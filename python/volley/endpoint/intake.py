@@ -10,7 +10,9 @@ error result; the ack waits until the result is confirmed (:mod:`volley.endpoint
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from functools import partial
@@ -18,11 +20,12 @@ from typing import Any
 
 from volley.endpoint.acks import DeliveryBook
 from volley.endpoint.engines import Engine, EngineStopped
-from volley.endpoint.engines.base import error_result
+from volley.endpoint.engines.base import cancelled_result, error_result
 from volley.endpoint.errors import QueueHeld
 from volley.endpoint.prefetch import AdaptivePrefetch
 from volley.endpoint.results import ResultSender
 from volley.protocol.codes import ResultCode
+from volley.protocol.control import CancelNotice
 from volley.protocol.headers import parse_task_headers
 from volley.transport import Consumer, Delivery, open_consumer
 from volley.transport.base import ACCESS_REFUSED, channel_code
@@ -33,6 +36,8 @@ log = logging.getLogger(__name__)
 # How soon a confirmed result's ack goes out while tasks are in flight.  A long wait here
 # capped a whole stack at about prefetch / wait tasks per second (~90/s at the default).
 ACK_POLL_S = 0.005
+# ids of cancelled tasks not received yet, dropped on arrival; the oldest are forgotten past this
+CANCELLED_LIMIT = 20_000
 
 
 def _held_by_another(exc: BaseException) -> bool:
@@ -67,6 +72,9 @@ class TaskIntake:
         self.check_health = check_health
         self.received = 0
         self.rejected = 0
+        # cancel notices (volley.endpoint.control), applied on this thread between waits
+        self.notices: queue.SimpleQueue[CancelNotice] = queue.SimpleQueue()
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
         self.loop = ConsumeLoop(
             f"task intake of endpoint {name}",
             self.open_consumer,
@@ -118,6 +126,8 @@ class TaskIntake:
             log.warning("task consumer reopened (restart %d); %d tasks held", self.restarts, len(self.book))
 
     def _after_wait(self, consumer: Consumer) -> None:
+        if not self.notices.empty():
+            self._apply_cancels()
         before = self.book.completed
         self.book.ack_confirmed(consumer)
         self.prefetch.finished(self.book.completed - before)
@@ -125,6 +135,24 @@ class TaskIntake:
         if deeper is not None:
             consumer.set_prefetch(deeper)
         self.check_health()
+
+    def _apply_cancels(self) -> None:
+        while True:
+            try:
+                notice = self.notices.get_nowait()
+            except queue.Empty:
+                return
+            for task_id in notice.task_ids:
+                if task_id in self.book:
+                    outcome = self.engine.cancel(task_id, notice.force)
+                    log.info("cancel%s of task %s: %s", " (force)" if notice.force else "", task_id, outcome)
+                elif not self.book.was_answered(task_id):
+                    # not received yet: answered now, and its delivery acked unrun when it comes
+                    self._cancelled[task_id] = None
+                    if len(self._cancelled) > CANCELLED_LIMIT:
+                        self._cancelled.popitem(last=False)
+                    self.results.put(task_id, cancelled_result(task_id, "it was cancelled before it started",
+                                                               self.endpoint_id))
 
     def _dispatch_batch(self, consumer: Consumer, batch: Sequence[Delivery]) -> None:
         for d in batch:
@@ -148,8 +176,9 @@ class TaskIntake:
             # (or its result is stored); answer the new delivery when that result is confirmed
             self.book.retrack(consumer, task_id, d.tag)
             return
-        if self.book.was_answered(task_id):
-            consumer.ack(d.tag)  # its result is confirmed already
+        if self.book.was_answered(task_id) or (self._cancelled and task_id in self._cancelled):
+            consumer.ack(d.tag)  # its result is confirmed already, or it was cancelled before it came
+            self._cancelled.pop(task_id, None)
             return
         self.book.track(task_id, d.tag)
         self.received += 1

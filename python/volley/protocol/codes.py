@@ -25,6 +25,8 @@ class ResultCode:
     UNKNOWN_TASK_FAILURE: Final = "UNKNOWN_TASK_FAILURE"
     # the service failed a waiting task because its function or endpoint was deleted
     FUNCTION_DELETED: Final = "FunctionDeleted"
+    # cancelled on request before it ran, or stopped while running by a force-cancel
+    TASK_CANCELLED: Final = "TaskCancelled"
     ENDPOINT_DELETED: Final = "EndpointDeleted"
 
 
@@ -43,6 +45,7 @@ class ApiCode:
     TOO_MANY_TASKS: Final = "TOO_MANY_TASKS"
     QUOTA_EXCEEDED: Final = "QUOTA_EXCEEDED"
     FUNCTION_NOT_ALLOWED: Final = "FUNCTION_NOT_ALLOWED"
+    CANCEL_NOT_SUPPORTED: Final = "CANCEL_NOT_SUPPORTED"
     BROKER_UNAVAILABLE: Final = "BROKER_UNAVAILABLE"
     DATABASE_UNAVAILABLE: Final = "DATABASE_UNAVAILABLE"
     HTTP_ERROR: Final = "HTTP_ERROR"

@@ -24,6 +24,11 @@ def task_queue(endpoint_id: str) -> str:
     return f"{endpoint_id}.tasks"
 
 
+def control_queue(endpoint_id: str) -> str:
+    """An endpoint's control queue: the service sends it cancel notices, on the default exchange."""
+    return f"{endpoint_id}.control"
+
+
 def results_routing_key(endpoint_id: str) -> str:
     return f"{endpoint_id}.results"
 

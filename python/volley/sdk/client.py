@@ -180,6 +180,19 @@ class Client:
             return self._task_status_table[task_id]
         return self._status(task_id, self._api.get(f"/v2/tasks/{task_id}"))
 
+    def cancel_task(self, task_id: Any, *, force: bool = False) -> dict[str, str]:
+        """Cancel a task, or a list of tasks (Volley's own; upstream cannot cancel).  Returns
+        each task id's outcome: ``cancelled`` (it never runs), ``requested`` (its endpoint was
+        told: the task resolves as cancelled if it had not started, else with its result) or
+        ``finished``.  ``force=True`` also stops a running task, on endpoints whose engine can
+        (ProcessPoolEngine; others answer CANCEL_NOT_SUPPORTED).  Ids that are not the caller's
+        are absent."""
+        if isinstance(task_id, list | tuple | set):
+            r = self._api.post("/v2/tasks/cancel", json={"task_ids": [str(t) for t in task_id], "force": force})
+        else:
+            r = self._api.post(f"/v2/tasks/{task_id}/cancel", params={"force": str(bool(force)).lower()})
+        return dict(r.get("results", {}))
+
     def get_result(self, task_id: Any) -> Any:
         from volley.errors import TaskPending
 

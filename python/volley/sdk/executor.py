@@ -378,7 +378,7 @@ class Executor(_StdExecutor):
             by_fn.setdefault(info.function_id, []).append(f)
         to_watch = []
         meta = {"request_uuid": request_uuid, "endpoint_uuid": ep_uuid, "task_group_uuid": tg_uuid,
-                "executor_id": id(self), "_owner": self._owner}
+                "executor_id": id(self), "_owner": self._owner, "_client": self.client}
         for fid, futs in by_fn.items():
             ids = tasks.get(fid)
             if ids is None or len(ids) != len(futs):
@@ -397,6 +397,12 @@ class Executor(_StdExecutor):
                 else:
                     f._metadata = meta  # one dict per batch: fewer objects for the GC to walk
                 to_watch.append(f)
+        late = [f.task_id for f in to_watch if f._is_cancelled()]
+        if late:  # cancelled while the submission was on its way: the service cancels them too
+            try:
+                self.client.cancel_task(late)
+            except Exception as exc:
+                log.warning("%r: could not cancel %d tasks cancelled during their submission: %s", self, len(late), exc)
         if to_watch:
             watcher = watcher_for(str(tg_uuid), self.client, transport=self.transport, port=self.amqp_port)
             try:
@@ -429,7 +435,7 @@ class Executor(_StdExecutor):
             if t["id"] not in already:
                 fut = ComputeFuture(t["id"])
                 fut._metadata.update(task_group_uuid=self.task_group_id, executor_id=id(self),
-                                     _owner=self._owner)
+                                     _owner=self._owner, _client=self.client)
                 futures[t["id"]] = fut
         ids = list(futures)
         pending = []
@@ -467,6 +473,7 @@ class Executor(_StdExecutor):
                         break
                     if item is not None:
                         item[0].cancel()
+                self._cancel_sent()
             self._tasks_to_send.put(None)
         if wait and threading.current_thread() is not self._task_submitter:
             self._task_submitter.join()
@@ -481,6 +488,29 @@ class Executor(_StdExecutor):
             for w in all_watchers():
                 w.stop_when_idle()
 
+
+    def cancel_running(self, future: ComputeFuture) -> bool:
+        """Stop ``future``'s task even if it is running (Volley's own): on a ProcessPoolEngine
+        endpoint its worker process is killed and the future ends cancelled.  Raises
+        ``ComputeAPIError`` (CANCEL_NOT_SUPPORTED) where the endpoint's engine cannot."""
+        return future.cancel(force=True)
+
+    def _cancel_sent(self) -> None:
+        """Cancel this Executor's tasks that the service has and that have not started
+        (``shutdown(cancel_futures=True)``); running ones finish."""
+        me = self._owner
+        mine = [f for w in all_watchers() for f in w.open_futures()
+                if f._metadata.get("_owner") == me and not f._is_done() and f.task_id]
+        for i in range(0, len(mine), 1000):
+            chunk = {f.task_id: f for f in mine[i : i + 1000]}
+            try:
+                outcomes = self.client.cancel_task(list(chunk))
+            except Exception as exc:
+                log.warning("%r: could not cancel %d pending tasks: %s", self, len(chunk), exc)
+                return
+            for tid, outcome in outcomes.items():
+                if outcome == "cancelled":
+                    chunk[tid]._cancel_here()
 
     def _wait_outstanding(self) -> None:
         """Wait until none of this Executor's watched futures is pending.  A future cancelled

@@ -24,7 +24,10 @@ _CANCELLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED))
 _LAZY = set(Future().__dict__) == {"_condition", "_state", "_result", "_exception", "_waiters",
                                    "_done_callbacks"}
 _CONDITION_LOCK = threading.Lock()
+# how long cancel() waits for the endpoint to answer a cancel of a task it was sent
+CANCEL_WAIT_S = 10.0
 _LOGGER = logging.getLogger("concurrent.futures")  # where Future logs a failing callback
+_LOG = logging.getLogger(__name__)
 
 
 class _LazyList:
@@ -121,6 +124,38 @@ class ComputeFuture(Future):
                     _LOGGER.exception("exception calling callback for %r", self)
                 return
         super().add_done_callback(fn)
+
+    def cancel(self, *, force: bool = False) -> bool:
+        """Cancel the task.  Not sent yet: cancelled here (the Executor never sends it).  Sent:
+        the service is asked; True once the task is known cancelled (it never ran, or with
+        ``force`` it was stopped), False if it had started or finished, or if no answer came
+        within ``CANCEL_WAIT_S`` (the future still resolves as cancelled if the cancel lands
+        later).  ``force`` is what ``Executor.cancel_running`` uses."""
+        if self._state in _DONE:
+            return self._state in _CANCELLED
+        if self.task_id is None:
+            return super().cancel()
+        client = self._metadata.get("_client")
+        if client is None:
+            return False
+        try:
+            outcome = client.cancel_task(self.task_id, force=force).get(self.task_id)
+        except Exception as exc:
+            if force:
+                raise
+            _LOG.warning("could not cancel task %s: %s", self.task_id, exc)
+            return False
+        if outcome == "cancelled":
+            self._cancel_here()
+        elif outcome == "requested":
+            from concurrent.futures import wait
+
+            wait([self], timeout=CANCEL_WAIT_S)
+        return self._state in _CANCELLED
+
+    def _cancel_here(self) -> bool:
+        """Mark cancelled without asking anyone (the service said the task is cancelled)."""
+        return super().cancel()
 
     # Lock-free snapshots for the SDK's own bookkeeping; like done()/cancelled(), the answer can
     # change right after, and they do not make a condition.

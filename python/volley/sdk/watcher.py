@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from volley.protocol.codes import ResultCode
 from volley.sdk.future import ComputeFuture
 from volley.sdk.http import ComputeAPIError
 from volley.transport import open_consumer
@@ -231,7 +232,9 @@ class ResultWatcher(threading.Thread):
 
     def _resolve_stored(self, fut: ComputeFuture, doc: dict[str, Any]) -> None:
         try:
-            if doc.get("status") == "success":
+            if doc.get("status") == "cancelled":
+                fut._cancel_here()
+            elif doc.get("status") == "success":
                 try:
                     fut.set_result(self.client.fx_serializer.deserialize(doc["result"]))
                 except Exception as exc:
@@ -327,6 +330,9 @@ class ResultWatcher(threading.Thread):
         # InvalidStateError, caught below, and the common case saves a lock round trip.
         try:
             if msg.is_error:
+                if msg.error_code == _CANCELLED_CODE:
+                    fut._cancel_here()
+                    return
                 fut.set_exception(_task_failed()(msg.data, str(timestamp or 0)))
             else:
                 try:
@@ -339,6 +345,9 @@ class ResultWatcher(threading.Thread):
                     fut.set_result(value)
         except Exception:  # InvalidStateError: cancelled by the user; the result is dropped
             log.debug("future %s was cancelled or resolved already", fut.task_id)
+
+
+_CANCELLED_CODE = ResultCode.TASK_CANCELLED
 
 
 def _task_failed() -> type[Exception]:

@@ -3,7 +3,7 @@ endpoint (``e-<endpoint_id>``), each allowed exactly its own queues and routing 
 
 * A user may only consume its result queues ``sdk.<user_id>.*``; it can declare, bind and
   publish nothing.
-* An endpoint may consume only ``<endpoint_id>.tasks`` and publish only to the ``results`` and
+* An endpoint may consume only ``<endpoint_id>.tasks`` and ``<endpoint_id>.control`` and publish only to the ``results`` and
   ``heartbeats`` exchanges, and there (topic permissions) only under ``<endpoint_id>.results``
   and ``<endpoint_id>.heartbeats``.  Endpoints only passive-declare, which RabbitMQ 3.10 allows
   without any permission, so they get no configure rights at all.
@@ -66,7 +66,7 @@ def endpoint_grant(endpoint_id: str) -> Grant:
     return Grant(
         configure=NOTHING,
         write=f"^({re.escape(results)}|{re.escape(heartbeats)})$",
-        read=f"^{re.escape(topo.task_queue(endpoint_id))}$",
+        read=f"^({re.escape(topo.task_queue(endpoint_id))}|{re.escape(topo.control_queue(endpoint_id))})$",
         topics=(
             (results, f"^{re.escape(topo.results_routing_key(endpoint_id))}$", NOTHING),
             (heartbeats, f"^{re.escape(topo.heartbeats_routing_key(endpoint_id))}$", NOTHING),

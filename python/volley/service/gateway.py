@@ -112,9 +112,23 @@ class BrokerGateway:
         queue = topo.task_queue(endpoint_id)
         self._declare_or_keep(queue, {**_DEAD_LETTER, **self.limits.arguments("task_queue")})
         self.publisher.bind_queue(queue, topo.TASKS_EXCHANGE, queue)
+        # cancel notices, on the default exchange; few and small, so bounded like the dead letters
+        self._declare_or_keep(topo.control_queue(endpoint_id),
+                              {**_DEAD_LETTER, **self.limits.arguments("dead_letter", "drop-head")})
+
+    def send_control(self, endpoint_id: str, body: bytes) -> bool:
+        """Put a control notice in the endpoint's control queue (declared again if missing);
+        False when the broker refused it."""
+        queue = topo.control_queue(endpoint_id)
+        outcome = self.publisher.publish("", queue, body, mandatory=True)
+        if outcome == RETURNED:
+            self.declare_endpoint_queue(endpoint_id)
+            outcome = self.publisher.publish("", queue, body, mandatory=True)
+        return outcome == ACK
 
     def delete_endpoint_queue(self, endpoint_id: str) -> None:
         self.publisher.delete_queue(topo.task_queue(endpoint_id))
+        self.publisher.delete_queue(topo.control_queue(endpoint_id))
 
     def declare_sdk_queue(self, name: str, *, unless_recent: bool = False) -> None:
         """Declare (or touch) a task group's result queue.  Declaring again restarts its expiry.

@@ -166,4 +166,5 @@ class Submission(Base):
     __table_args__ = (UniqueConstraint("owner_id", "request_id", name="uq_submissions_owner_request"),)
 
 
-TERMINAL_STATES = ("success", "failed")
+# "cancelled": on request (volley.service.routes.cancel); a result arriving later is ignored
+TERMINAL_STATES = ("success", "failed", "cancelled")

@@ -268,7 +268,8 @@ class ResultRouter(ConsumerLoop):
                                    error_message=text, details=m.details_dict())
             elif m.is_error:
                 details.update(error_code=m.error_code, error_message=m.error_message)
-                row.update(status="failed", exception=m.data)
+                cancelled = m.error_code == ResultCode.TASK_CANCELLED
+                row.update(status="cancelled" if cancelled else "failed", exception=m.data)
             else:
                 row.update(status="success", result=m.data)
             row["details"] = details
@@ -289,7 +290,7 @@ class ResultRouter(ConsumerLoop):
         """A stored result packed again, for a forward that must be repeated."""
         details = task.details or {}
         code, message = details.get("error_code"), details.get("error_message")
-        if task.status == "failed":
+        if task.status in ("failed", "cancelled"):
             return pack_result(task.id, task.exception or "", error_code=code or ResultCode.UNKNOWN_TASK_FAILURE,
                                error_message=message or "", details=task.details)
         return pack_result(task.id, task.result or "", details=task.details)

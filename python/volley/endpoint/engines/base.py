@@ -30,6 +30,21 @@ class EngineStopped(RuntimeError):
     """The engine shut down while the task was waiting or running; it has no result."""
 
 
+class CancelOutcome:
+    """What :meth:`WorkerPool.cancel` (and ``Engine.cancel``) did with a task."""
+
+    DROPPED = "dropped"  # it had not started; it resolves with TaskCancelled and never runs
+    SKIPPING = "skipping"  # its worker is told to skip it: TaskCancelled, or its result if it had started
+    KILLED = "killed"  # it was running; its worker was killed and it resolves with TaskCancelled
+    RUNNING = "running"  # it runs (or may have started) and was left alone
+    REFUSED = "refused"  # force-cancel of a running task, on an engine that cannot stop one
+    UNKNOWN = "unknown"  # not held here (finished already, or not received yet)
+
+
+class TaskCancelled(RuntimeError):
+    """The task was cancelled on request; its text says when.  Never retried."""
+
+
 class ResourceSpecError(ValueError):
     """A resource specification this engine cannot honour; sent back to the client."""
 
@@ -39,6 +54,12 @@ def error_result(task_id: str, data: str, code: str, user_message: str, endpoint
                        details={"endpoint_id": endpoint_id})
 
 
+def cancelled_result(task_id: str, why: str, endpoint_id: str | None) -> bytes:
+    """The Result of a task cancelled on request (``why``: "it was cancelled before ...")."""
+    text = f"TaskCancelled: task {task_id} did not complete: {why} (on endpoint {endpoint_id})"
+    return error_result(task_id, text, ResultCode.TASK_CANCELLED, text, endpoint_id)
+
+
 COMMON_OPTIONS = ("run_in_sandbox", "working_dir", "max_retries_on_system_failure", "allowed_serializers")
 
 
@@ -46,6 +67,9 @@ class Engine:
     type_name = "Engine"
     # engine-specific option names accepted besides COMMON_OPTIONS
     options: tuple[str, ...] = ()
+    # whether cancel(force=True) can stop a running task (reported in status(): the service
+    # refuses a force-cancel for an endpoint that cannot)
+    can_force_cancel = False
 
     def __init__(
         self,
@@ -99,6 +123,12 @@ class Engine:
                 "For MPI apps, use MPIEngine (GlobusMPIEngine)."
             )
         return spec
+
+    def cancel(self, task_id: str, force: bool) -> str:
+        """Cancel a task this engine was given; return a :class:`CancelOutcome`.  A task that
+        is dropped (or killed, with ``force``) resolves with a TaskCancelled Result.  By default
+        a task handed to the engine is out of reach (Parsl runs it)."""
+        return CancelOutcome.REFUSED if force else CancelOutcome.RUNNING
 
     def workers(self) -> dict[str, int]:
         """``total_workers`` and ``idle_workers`` for heartbeats."""
@@ -167,9 +197,12 @@ class Engine:
             return
 
         def done(f: Future) -> None:
-            exc = f.exception()
+            exc = TaskCancelled("it was cancelled before it started") if f.cancelled() else f.exception()
             if exc is None:
                 out.set_result(f.result())
+                return
+            if isinstance(exc, TaskCancelled):  # on request: not a failure, never retried
+                out.set_result(cancelled_result(task_id, str(exc), self.endpoint_id))
                 return
             if isinstance(exc, EngineStopped) or self._stopping:
                 out.set_exception(EngineStopped(task_id))
@@ -203,6 +236,7 @@ class Engine:
             "engine_type": self.type_name,
             "outstanding_tasks": self._outstanding,
             "system_failures": self.system_failures,
+            "force_cancel": self.can_force_cancel,
             "total_cores": os.cpu_count(),
             **self.workers(),
         }

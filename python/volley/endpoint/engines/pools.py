@@ -6,7 +6,13 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from volley.endpoint.engines.base import Engine, EngineConfigError, EngineStopped
+from volley.endpoint.engines.base import (
+    CancelOutcome,
+    Engine,
+    EngineConfigError,
+    EngineStopped,
+    TaskCancelled,
+)
 from volley.endpoint.engines.workers import WorkerLost, WorkerPool
 from volley.endpoint.execute import execute_task
 
@@ -34,6 +40,7 @@ class ThreadPoolEngine(Engine):
         self.max_workers = _max_workers(max_workers)
         self._pool: ThreadPoolExecutor | None = None
         self._busy = 0
+        self._futures: dict[str, Future] = {}  # task id -> its future, until it is done
 
     @property
     def capacity(self) -> int:
@@ -56,9 +63,21 @@ class ThreadPoolEngine(Engine):
                 result_serializers: list[str] | None) -> Future:
         assert self._pool is not None, "engine not started"
         try:
-            return self._pool.submit(self._run, task_id, body, result_serializers)
+            fut = self._pool.submit(self._run, task_id, body, result_serializers)
         except RuntimeError:  # the pool is shut down
             raise EngineStopped(task_id) from None
+        self._futures[task_id] = fut
+        fut.add_done_callback(lambda _f: self._futures.pop(task_id, None))
+        return fut
+
+    def cancel(self, task_id: str, force: bool) -> str:
+        """A task no thread has picked up is dropped; a thread cannot be stopped."""
+        fut = self._futures.get(task_id)
+        if fut is None:
+            return CancelOutcome.UNKNOWN
+        if fut.cancel():
+            return CancelOutcome.DROPPED
+        return CancelOutcome.REFUSED if force else CancelOutcome.RUNNING
 
     def workers(self) -> dict[str, int]:
         return {"total_workers": self.max_workers, "idle_workers": self.max_workers - self._busy}
@@ -77,11 +96,13 @@ class ProcessPoolEngine(Engine):
 
     When a worker dies only the task it was running is affected: it fails with WorkerLost (and
     is retried per ``max_retries_on_system_failure``); the tasks queued behind it run on, and a
-    new worker takes its place.
+    new worker takes its place.  A force-cancel of a running task kills its worker the same
+    way, and the task resolves with TaskCancelled instead.
     """
 
     type_name = "ProcessPoolEngine"
     options = ("max_workers",)
+    can_force_cancel = True
 
     def __init__(self, *, max_workers: int | None = None, **common: Any) -> None:
         super().__init__(**common)
@@ -96,7 +117,7 @@ class ProcessPoolEngine(Engine):
         super().start()
         common = self.task_kwargs(None)
         del common["result_serializers"]
-        self._pool = WorkerPool(self.max_workers, common)
+        self._pool = WorkerPool(self.max_workers, common, cancelled_error=TaskCancelled)
         self._pool.start()
 
     def _submit(self, task_id: str, body: bytes, spec: dict[str, Any],
@@ -106,6 +127,11 @@ class ProcessPoolEngine(Engine):
             return self._pool.submit(task_id, body, result_serializers)
         except RuntimeError:  # the pool is shut down
             raise EngineStopped(task_id) from None
+
+    def cancel(self, task_id: str, force: bool) -> str:
+        if self._pool is None:
+            return CancelOutcome.UNKNOWN
+        return self._pool.cancel(task_id, force)
 
     def problem(self) -> str | None:
         return self._pool.problem if self._pool is not None else None

@@ -15,6 +15,12 @@ a worker blocked sending results is always drained).
 When a worker dies, the task it was running fails with :class:`WorkerLost` (the engine retries
 it per ``max_retries_on_system_failure``); the tasks queued behind it never started and go back
 to the front of the line; a new worker takes its place.
+
+Cancelling (:meth:`WorkerPool.cancel`): a task still waiting here is dropped; one a worker holds
+behind the task it runs is named in a ``("skip", task_id)`` message, which the worker reads
+before it starts its next task (one ``poll`` of its pipe per task) and answers with no result;
+the task a worker runs is stopped only by force, by killing that worker.  Each resolves with
+:class:`TaskCancelled`; the tasks behind a killed worker run on.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from concurrent.futures import Future
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from volley.endpoint.engines.base import CancelOutcome
 from volley.endpoint.execute import execute_task
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,7 @@ MAX_DEPTH = 64  # tasks a worker holds at most
 MAX_BARREN_DEATHS = 5
 
 Task = tuple[str, bytes, "list[str] | None"]
+SKIP = "skip"
 
 
 class WorkerLost(RuntimeError):
@@ -52,27 +60,48 @@ class WorkerLost(RuntimeError):
 
 
 def worker_main(conn: Connection, common: dict[str, Any]) -> None:
-    """A worker's loop: run each batch it is sent, in order; ``None`` or a closed pipe ends it."""
+    """A worker's loop: run the tasks it is sent, in order, skipping those it is told to skip;
+    ``None`` or a closed pipe ends it."""
     # Ctrl-C at a terminal reaches the whole foreground process group: the agent handles it and
     # stops the workers itself; a worker dying of KeyboardInterrupt would look like a lost worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pending: deque[Task] = deque()
+    skip: set[str] = set()
+
+    def take(msg: Any) -> bool:
+        if msg is None:
+            return False
+        if isinstance(msg, list):
+            pending.extend(msg)
+        else:  # (SKIP, task_id): sent after the batch that holds the task
+            skip.add(msg[1])
+        return True
+
     while True:
         try:
-            batch: list[Task] | None = conn.recv()
+            if not take(conn.recv()):
+                return
+            done: list[tuple[str, bytes | None, float]] = []
+            flushed = time.monotonic()
+            while pending:
+                while conn.poll():  # a skip (or the next batch) sent while the last task ran
+                    if not take(conn.recv()):
+                        return
+                task_id, body, serializers = pending.popleft()
+                if skip and task_id in skip:
+                    skip.discard(task_id)
+                    done.append((task_id, None, 0.0))  # no result: the agent resolves it as cancelled
+                else:
+                    t0 = time.monotonic()
+                    result = execute_task(task_id, body, result_serializers=serializers, **common)
+                    done.append((task_id, result, time.monotonic() - t0))
+                now = time.monotonic()
+                if now - flushed >= FLUSH_S or not pending:
+                    conn.send(done)
+                    done, flushed = [], now
+            skip.clear()  # names of tasks that finished before their skip arrived
         except (EOFError, OSError):
             return
-        if batch is None:
-            return
-        done: list[tuple[str, bytes, float]] = []
-        flushed = time.monotonic()
-        for i, (task_id, body, serializers) in enumerate(batch):
-            t0 = time.monotonic()
-            result = execute_task(task_id, body, result_serializers=serializers, **common)
-            now = time.monotonic()
-            done.append((task_id, result, now - t0))
-            if now - flushed >= FLUSH_S or i == len(batch) - 1:
-                conn.send(done)
-                done, flushed = [], now
 
 
 class _Worker:
@@ -84,8 +113,9 @@ class _Worker:
         child.close()
         # tasks sent and not answered, in the order the worker runs them
         self.held: deque[tuple[str, Future, Task]] = deque()
-        self.outbox: queue.SimpleQueue[list[Task] | None] = queue.SimpleQueue()
+        self.outbox: queue.SimpleQueue[list[Task] | tuple[str, str] | None] = queue.SimpleQueue()
         self.finished_any = False
+        self.cancelled: str | None = None  # the running task it was killed to stop
         self.feeder = threading.Thread(target=self._feed, name=f"volley-feed-{index}", daemon=True)
         self.feeder.start()
 
@@ -98,8 +128,11 @@ class _Worker:
 
 
 class WorkerPool:
-    def __init__(self, size: int, common: dict[str, Any]) -> None:
+    def __init__(self, size: int, common: dict[str, Any],
+                 cancelled_error: Callable[[str], BaseException] = RuntimeError) -> None:
         self.size = size
+        # what a cancelled task's future fails with, given the reason
+        self.cancelled_error = cancelled_error
         self.common = common  # execute_task's keyword arguments besides result_serializers
         self._ctx = multiprocessing.get_context("spawn")  # never fork: the agent has broker threads
         self._lock = threading.Lock()
@@ -127,6 +160,34 @@ class WorkerPool:
             self._waiting.append((task_id, fut, (task_id, body, serializers)))
             self._dispatch()
         return fut
+
+    def cancel(self, task_id: str, force: bool) -> str:
+        """Cancel ``task_id``; return a :class:`CancelOutcome`.  A cancelled task's future
+        fails with ``cancelled_error(reason)``."""
+        with self._lock:
+            for i, item in enumerate(self._waiting):
+                if item[0] == task_id:
+                    del self._waiting[i]
+                    break
+            else:
+                item = None
+            if item is None:
+                for w in self._workers:
+                    for i, held in enumerate(w.held):
+                        if held[0] != task_id:
+                            continue
+                        if i > 0:
+                            w.outbox.put((SKIP, task_id))
+                            return CancelOutcome.SKIPPING
+                        if not force:
+                            return CancelOutcome.RUNNING
+                        w.cancelled = task_id
+                        w.proc.kill()  # the reader sees its sentinel: _lost resolves the task
+                        return CancelOutcome.KILLED
+                return CancelOutcome.UNKNOWN
+        if not item[1].done():
+            item[1].set_exception(self.cancelled_error("it was cancelled before it started"))
+        return CancelOutcome.DROPPED
 
     def busy(self) -> int:
         with self._lock:
@@ -202,7 +263,7 @@ class WorkerPool:
     def _receive(self, w: _Worker) -> bool:
         """Take one message of results from ``w``; False when its pipe is closed."""
         try:
-            results: list[tuple[str, bytes, float]] = w.conn.recv()
+            results: list[tuple[str, bytes | None, float]] = w.conn.recv()
         except (EOFError, OSError):
             return False  # dying: its sentinel follows
         resolved = []
@@ -213,12 +274,18 @@ class WorkerPool:
                     if held_id == task_id:
                         resolved.append((fut, packed))
                         break
+                if packed is None:  # skipped: it took no time
+                    continue
                 self._mean_s = seconds if self._mean_s is None else 0.8 * self._mean_s + 0.2 * seconds
             w.finished_any = True
             self._barren = 0
             self._dispatch()
         for fut, packed in resolved:
-            if not fut.done():
+            if fut.done():
+                continue
+            if packed is None:
+                fut.set_exception(self.cancelled_error("it was cancelled before it started"))
+            else:
                 fut.set_result(packed)
         return True
 
@@ -246,7 +313,10 @@ class WorkerPool:
             self._dispatch()
         log.warning("worker process %s (pid %s) exited with code %s%s", w.proc.name, w.proc.pid, code,
                     f" while running task {running[0]}" if running else "")
-        if running is not None and not running[1].done():
+        if running is not None and not running[1].done() and running[0] == w.cancelled:
+            running[1].set_exception(self.cancelled_error(
+                f"it was force-cancelled while running: its worker process (pid {w.proc.pid}) was killed"))
+        elif running is not None and not running[1].done():
             running[1].set_exception(WorkerLost(
                 f"Task failure due to loss of a worker process on host {socket.gethostname()}: the "
                 f"process running this task died (exit code {code}: killed, out of memory, os._exit "

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from volley.service.routes import endpoints, functions, overview, tasks, version
+from volley.service.routes import cancel, endpoints, functions, overview, tasks, version
 
 router = APIRouter()
-for _module in (version, functions, endpoints, tasks, overview):
+for _module in (version, functions, endpoints, cancel, tasks, overview):
     router.include_router(_module.router)
 
 __all__ = ["router"]
