@@ -2,9 +2,9 @@
 //! and buffers them; a (Python) thread takes them out in batches with [`ConsumerCore::wait_batch`]
 //! without ever running on the runtime.
 //!
-//! On connection loss the task reconnects with exponential back-off and subscribes again; the
-//! buffered deliveries of the dead connection are dropped (the broker redelivers them) and tags
-//! keep increasing (see [`crate::tags`]).
+//! A lost connection is reported, not retried: the buffered deliveries are dropped (the broker
+//! redelivers them), the next wait raises, and the caller's one reconnect policy
+//! (`volley.transport.reconnect` in Python) opens a new consumer.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -27,9 +27,6 @@ use crate::headers::{self, short_string, Headers};
 use crate::runtime::{ForkGuard, Pending};
 use crate::tags::{AckPlan, TagSpace};
 
-/// First reconnect delay; doubles up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long `close()` waits for the connection to close cleanly.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Deliveries moved from lapin into the shared buffer per lock.
@@ -44,7 +41,6 @@ pub struct ConsumerConfig {
     pub channel_prefetch: Option<u16>,
     pub exclusive: bool,
     pub decode: bool,
-    pub reconnect_attempts: u32,
 }
 
 /// One delivery, decoded off the Python thread.
@@ -79,9 +75,6 @@ struct State {
     failure: Option<CoreError>,
     closed: bool,
     driver_done: bool,
-    /// The channel-wide prefetch set by [`ConsumerCore::set_prefetch`], re-applied after a
-    /// reconnect; `None` leaves only the per-consumer limit of the subscription.
-    channel_prefetch: Option<u16>,
 }
 
 struct Shared {
@@ -145,10 +138,7 @@ impl ConsumerCore {
         let Connected { session, spec, cfg } = connected;
         let (close_tx, close_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                channel_prefetch: cfg.channel_prefetch,
-                ..State::default()
-            }),
+            state: Mutex::new(State::default()),
             ready: Condvar::new(),
             close_tx,
         });
@@ -222,15 +212,14 @@ impl ConsumerCore {
     pub fn set_prefetch(&self, count: u16) -> Result<()> {
         self.guard.check()?;
         let channel = {
-            let mut st = self.shared.lock();
+            let st = self.shared.lock();
             if st.closed {
                 return Ok(());
             }
-            st.channel_prefetch = Some(count);
             st.channel.clone()
         };
         let Some(channel) = channel else {
-            return Ok(()); // between connections: applied when the next one opens
+            return Ok(()); // the connection is gone: the next wait reports it
         };
         let target = self.spec.display().to_owned();
         let pending = Pending::spawn(&self.handle, async move {
@@ -531,113 +520,37 @@ async fn drive(
     shared: Arc<Shared>,
     spec: Arc<ConnectSpec>,
     cfg: Arc<ConsumerConfig>,
-    first: Session,
+    mut session: Session,
     mut close_rx: watch::Receiver<bool>,
 ) {
-    let mut session = first;
-    loop {
-        let end = pump(&shared, &cfg, &mut session.consumer, &mut close_rx).await;
-        // Deliveries of this connection can no longer be acked: drop them, stop acking.
-        {
-            let mut st = shared.lock();
-            st.buffer.clear();
-            st.channel = None;
+    let end = pump(&shared, &cfg, &mut session.consumer, &mut close_rx).await;
+    // Deliveries of this connection can no longer be acked: drop them, stop acking.
+    {
+        let mut st = shared.lock();
+        st.buffer.clear();
+        st.channel = None;
+    }
+    match end {
+        PumpEnd::Closed => {
+            let _ = tokio::time::timeout(CLOSE_WAIT, session.conn.close(200, "OK".into())).await;
         }
-        let reason = match end {
-            PumpEnd::Closed => {
+        PumpEnd::Lost(reason) => {
+            // Best effort: the connection may be half-alive (e.g. only the channel was closed).
+            tokio::spawn(async move {
                 let _ =
                     tokio::time::timeout(CLOSE_WAIT, session.conn.close(200, "OK".into())).await;
-                return;
-            }
-            PumpEnd::Lost(reason) => reason,
-        };
-        // Best effort: the connection may be half-alive (e.g. only the channel was closed).
-        let old = session.conn;
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(CLOSE_WAIT, old.close(200, "OK".into())).await;
-        });
-        match reconnect(&spec, &cfg, &mut close_rx, &reason).await {
-            Ok(Some(new)) => {
-                begin_epoch(&shared, &new);
-                let again = shared.lock().channel_prefetch;
-                if let Some(count) = again {
-                    // best effort: a failure here surfaces as a lost connection on the next pump
-                    let _ = new
-                        .channel
-                        .basic_qos(count, BasicQosOptions { global: true })
-                        .await;
-                }
-                session = new;
-            }
-            Ok(None) => return, // closed while waiting
-            Err(err) => {
-                shared.fail(err);
-                return;
-            }
+            });
+            shared.fail(CoreError::Connection(format!(
+                "lost the connection to {} ({reason})",
+                spec.display()
+            )));
         }
     }
-}
-
-/// Back-off schedule: 0.1 s, 0.2 s, 0.4 s, ... capped at 5 s.
-pub fn backoff_delays(attempts: u32) -> impl Iterator<Item = Duration> {
-    let mut delay = FIRST_BACKOFF;
-    (0..attempts).map(move |_| {
-        let d = delay;
-        delay = (delay * 2).min(MAX_BACKOFF);
-        d
-    })
-}
-
-async fn reconnect(
-    spec: &ConnectSpec,
-    cfg: &ConsumerConfig,
-    close_rx: &mut watch::Receiver<bool>,
-    reason: &str,
-) -> Result<Option<Session>> {
-    let mut last: Option<CoreError> = None;
-    for delay in backoff_delays(cfg.reconnect_attempts) {
-        tokio::select! {
-            _ = close_rx.wait_for(|closed| *closed) => return Ok(None),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        match open_session(spec, cfg).await {
-            Ok(s) => {
-                if *close_rx.borrow() {
-                    let _ = tokio::time::timeout(CLOSE_WAIT, s.conn.close(200, "OK".into())).await;
-                    return Ok(None);
-                }
-                return Ok(Some(s));
-            }
-            Err(e) if !e.is_retryable() => return Err(e),
-            Err(e) => last = Some(e),
-        }
-    }
-    let attempts = cfg.reconnect_attempts;
-    let plural = if attempts == 1 { "" } else { "s" };
-    let summary = format!(
-        "lost the connection to {} ({reason}) and could not reconnect after {attempts} attempt{plural}",
-        spec.display()
-    );
-    Err(match last {
-        Some(CoreError::ChannelClosed { code, message }) => CoreError::ChannelClosed {
-            code,
-            message: format!("{summary}; last error: {message}"),
-        },
-        Some(e) => CoreError::Connection(format!("{summary}; last error: {e}")),
-        None => CoreError::Connection(summary),
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let d: Vec<u128> = backoff_delays(9).map(|d| d.as_millis()).collect();
-        assert_eq!(d, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
-        assert_eq!(backoff_delays(0).count(), 0);
-    }
 
     fn raw(tag: u64) -> RawDelivery {
         RawDelivery {

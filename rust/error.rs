@@ -50,21 +50,6 @@ impl CoreError {
     pub(crate) fn codec(msg: impl Into<String>) -> Self {
         CoreError::Codec(msg.into())
     }
-
-    /// Whether retrying the same operation on a new connection could help.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            CoreError::Connection(_) | CoreError::PublishTimeout(_) => true,
-            // 403 on a channel (e.g. "queue in exclusive use" while the broker has not yet
-            // noticed our previous connection died) and 404 may clear up; the caller bounds retries.
-            CoreError::ChannelClosed { .. } => true,
-            CoreError::Codec(_)
-            | CoreError::LoginRefused(_)
-            | CoreError::Fork
-            | CoreError::InvalidArgument(_)
-            | CoreError::Internal(_) => false,
-        }
-    }
 }
 
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;

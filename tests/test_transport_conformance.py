@@ -199,23 +199,30 @@ def test_untrusted_server_certificate_is_refused(broker: BrokerInfo, transport: 
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_consumer_reconnects_after_broker_restart(node: tuple[RabbitNode, BrokerInfo], transport: str) -> None:
+def test_consumer_reports_a_lost_connection_instead_of_reconnecting_itself(
+    node: tuple[RabbitNode, BrokerInfo], transport: str
+) -> None:
+    """Only the one reconnect loop (volley.transport.reconnect) reconnects: a consumer whose
+    broker went away raises on its next wait, and a publisher is replaced once on next use."""
     n, info = node
     pub = open_publisher(info.url(), transport=transport, ca_file=info.ca_file)
     q = _queue(pub)
     first, second = _results(2)
     pub.publish_batch([("", q, first[1], None, None)])
-    c = open_consumer(info.url(), q, transport=transport, ca_file=info.ca_file, reconnect_attempts=30)
+    c = open_consumer(info.url(), q, transport=transport, ca_file=info.ca_file)
     (d,) = _drain(c, 1)
     c.ack_through(d.tag)
-    pub.close()
     n.stop(info)
+    with pytest.raises(ConnectionError, match="lost the connection"):
+        for _ in range(600):  # the loss is seen within a wait or two; bounded so a hang fails
+            c.next_batch(10, timeout=0.2)
     n.start(info)
-    pub = open_publisher(info.url(), transport=transport, ca_file=info.ca_file)
-    pub.publish_batch([("", q, second[1], None, None)])
-    again = _drain(c, 1, rounds=400)
+    pub.publish_batch([("", q, second[1], None, None)])  # the idle publisher reconnects at once
+    c2 = open_consumer(info.url(), q, transport=transport, ca_file=info.ca_file)
+    again = _drain(c2, 1, rounds=400)
     assert [x.message.task_id for x in again] == [second[0]]
-    c.ack_through(again[0].tag)
+    c2.ack_through(again[0].tag)
+    c2.close()
     c.close()
     pub.close()
 

@@ -129,12 +129,10 @@ class Consumer:
 
     Connects (GIL released), sets ``basic_qos(prefetch)`` (per consumer: the ceiling) and, with
     ``channel_prefetch``, a channel-wide limit that :meth:`set_prefetch` changes later, and
-    subscribes. By default a lost
-    connection is reported at once (the next ``next_batch`` raises) and the caller's one
-    reconnect policy (``volley.transport.reconnect``) opens a new Consumer. With
-    ``reconnect_attempts`` > 0 it reconnects itself first, with exponential back-off (0.1 s
-    doubling, at most 5 s) and subscribes again; deliveries not acked on the old connection are
-    redelivered by the broker. Raises AmqpConnectionError / ChannelClosed.
+    subscribes. A lost connection is reported at once (the next ``next_batch`` raises) and the
+    caller's one reconnect policy (``volley.transport.reconnect``) opens a new Consumer;
+    deliveries not acked on the old connection are redelivered by the broker. Raises
+    AmqpConnectionError / ChannelClosed.
     """
 
     def __new__(
@@ -147,7 +145,6 @@ class Consumer:
         prefetch: int = 1000,
         exclusive: bool = False,
         decode: bool = True,
-        reconnect_attempts: int = 0,
         channel_prefetch: int | None = None,
     ) -> Consumer: ...
     def next_batch(self, max_messages: int = 1024, timeout: float | None = None) -> list[Delivery]:

@@ -114,7 +114,7 @@ pub struct PyConsumer {
 impl PyConsumer {
     #[new]
     #[pyo3(signature = (url, queue, *, ca_file=None, port=None, prefetch=1000, exclusive=false,
-                        decode=true, reconnect_attempts=0, channel_prefetch=None))]
+                        decode=true, channel_prefetch=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -125,7 +125,6 @@ impl PyConsumer {
         prefetch: u32,
         exclusive: bool,
         decode: bool,
-        reconnect_attempts: u32,
         channel_prefetch: Option<u32>,
     ) -> PyResult<Self> {
         let prefetch = prefetch_count(prefetch)?;
@@ -138,7 +137,6 @@ impl PyConsumer {
             channel_prefetch,
             exclusive,
             decode,
-            reconnect_attempts,
         });
         let pending = ConsumerCore::connect(&handle, spec, cfg)?;
         let connected = wait_pending(py, pending)?;

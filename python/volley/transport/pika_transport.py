@@ -8,7 +8,6 @@ serialises its callers with a lock.
 
 from __future__ import annotations
 
-import random
 import ssl
 import threading
 import time
@@ -56,10 +55,6 @@ def _wrap(exc: BaseException, what: str) -> TransportError:
     return TransportError(f"{what}: {exc!r}; is the broker running and reachable?")
 
 
-def _backoff(attempt: int) -> float:
-    return min(5.0, 0.1 * 2**attempt) * (0.5 + random.random() / 2)
-
-
 class PikaConsumer:
     def __init__(
         self,
@@ -71,7 +66,6 @@ class PikaConsumer:
         prefetch: int = 1000,
         exclusive: bool = False,
         decode: bool = True,
-        reconnect_attempts: int = 0,
         channel_prefetch: int | None = None,
     ) -> None:
         self._params = connection_parameters(url, ca_file=ca_file, port=port)
@@ -79,8 +73,7 @@ class PikaConsumer:
         self._prefetch = prefetch
         self._exclusive = exclusive
         self._decode = decode
-        self._reconnect_attempts = reconnect_attempts
-        self._channel_prefetch = channel_prefetch  # set_prefetch's value, kept across reconnects
+        self._channel_prefetch = channel_prefetch
         self._buffer: deque[PikaDelivery] = deque()
         self._floor = 0  # tags at or below belong to connections that are gone
         self._last_tag = 0
@@ -139,20 +132,13 @@ class PikaConsumer:
             )
         )
 
-    def _reconnect(self, cause: BaseException) -> None:
-        self._buffer.clear()  # unacked deliveries of the lost connection come back redelivered
+    def _lost(self, cause: BaseException) -> None:
+        """Report a lost connection (the caller's one reconnect policy opens a new consumer);
+        unacked deliveries of the lost connection come back redelivered."""
+        self._buffer.clear()
         self._drop_connection()
-        last: BaseException = cause
-        for attempt in range(self._reconnect_attempts):
-            if self._closing:
-                return
-            time.sleep(_backoff(attempt))
-            try:
-                self._connect()
-                return
-            except (*_CONNECTION_ERRORS, pex.AMQPChannelError) as exc:
-                last = exc
-        raise _wrap(last, f"lost the connection consuming {self._queue!r}") from last
+        self._closed = True
+        raise _wrap(cause, f"lost the connection consuming {self._queue!r}") from cause
 
     def _drop_connection(self) -> None:
         conn, self._conn, self._channel = self._conn, None, None
@@ -173,13 +159,13 @@ class PikaConsumer:
                     assert self._conn is not None
                     self._conn.process_data_events(time_limit=remaining)
                 except (*_CONNECTION_ERRORS, pex.AMQPChannelError, AssertionError) as exc:
-                    self._reconnect(exc)
+                    self._lost(exc)
                 except ValueError as exc:
                     # pika's I/O loop raises this ("Timeout closed before call") when a broker
                     # went away while a wait was being set up: a lost connection like the others
                     if self._conn is not None and self._conn.is_open:
                         raise
-                    self._reconnect(exc)
+                    self._lost(exc)
             if self._closing:
                 self._finish_close()
                 return []
@@ -259,13 +245,11 @@ class PikaPublisher:
         ca_file: str | None = None,
         port: int | None = None,
         confirms: bool = True,
-        reconnect_attempts: int = 1,
     ) -> None:
         # no AMQP heartbeats: a blocking publisher only runs its I/O loop while publishing, and an
         # idle one would otherwise be dropped by the broker; a dead socket is found on next use
         self._params = connection_parameters(url, ca_file=ca_file, port=port, heartbeat=0)
         self._confirms = confirms
-        self._reconnect_attempts = reconnect_attempts
         self._lock = threading.RLock()
         self._conn: pika.BlockingConnection | None = None
         self._channel: Any = None
@@ -283,20 +267,17 @@ class PikaPublisher:
         self._conn, self._channel = conn, channel
 
     def _with_channel(self, what: str, op: Any) -> Any:
-        """Run ``op(channel)``, reconnecting on a lost connection or a closed channel.
-
-        By default once and at once, like the native publisher: a connection that died while
-        idle (a broker restart) is replaced on next use; a broker that is still down is
-        reported to the caller, whose one reconnect policy decides when to try again."""
+        """Run ``op(channel)``, replacing a lost connection once and at once, like the native
+        publisher: a connection that died while idle (a broker restart) is replaced on next use;
+        a broker that is still down is reported to the caller, whose one reconnect policy
+        decides when to try again."""
         with self._lock:
             if self._closed:
                 raise TransportError(f"{what}: publisher is closed")
             last: BaseException | None = None
-            for attempt in range(self._reconnect_attempts + 1):
+            for _attempt in range(2):
                 try:
                     if self._channel is None or not self._channel.is_open:
-                        if attempt > 1:
-                            time.sleep(_backoff(attempt - 2))
                         self._reset()
                         self._connect()
                     return op(self._channel)
