@@ -413,7 +413,7 @@ def _classify(res: PhaseResult, tracker: Tracker, records: Records) -> None:
         fut = tracker.futures.get(i)
         if fut is None:
             exc = tracker.submit_errors.get(i) or RuntimeError("never submitted")
-        elif fut.cancelled():  # cancelled by the suite at the deadline: it never resolved
+        elif not fut.done() or fut.cancelled():  # still pending at the deadline: it never resolved
             res.hung += 1
             continue
         else:
@@ -494,8 +494,8 @@ class Phase:
                 submitter.join()
                 self._await(tracker)
         finally:
-            for f in tracker.futures.values():
-                f.cancel()  # only the hung ones are still pending
+            # the hung ones are still pending: _classify counts them so (cancel() would now ask
+            # the service to cancel each, and a task that started answers False)
             ex.shutdown(wait=False, cancel_futures=True)
             self._stop_watcher(str(ex.task_group_id))
         _classify(res, tracker, self.records)
@@ -675,15 +675,13 @@ class Phase:
         try:
             self._await(tracker)
         finally:
-            for f in futures:
-                f.cancel()
             ex.shutdown(wait=False, cancel_futures=True)
             self._stop_watcher(task_group_id)
         res.tasks_at_service = len(futures)
         res.not_submitted = max(0, s.tasks - len(futures))
         by_index: Counter[int] = Counter()
         for f in futures:
-            if f.cancelled():
+            if not f.done() or f.cancelled():  # still pending at the deadline
                 res.hung += 1
                 continue
             exc = f.exception()
