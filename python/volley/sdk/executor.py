@@ -23,6 +23,7 @@ from concurrent.futures import wait as _wait
 from dataclasses import dataclass
 from typing import Any
 
+from volley.protocol.headers import MAX_SYSTEM_RETRIES
 from volley.sdk.batch import as_optional_uuid
 from volley.sdk.client import Client
 from volley.sdk.future import ComputeFuture
@@ -45,6 +46,7 @@ class _TaskSubmissionInfo:
     resource_specification: dict[str, Any] | None
     user_endpoint_config: dict[str, Any] | None
     result_serializers: list[str] | None
+    max_retries_on_system_failure: int | None
     function_uuid: uuid.UUID
     args: tuple
     kwargs: dict
@@ -57,6 +59,7 @@ class _TaskSubmissionInfo:
             _json_key(self.resource_specification, True),
             _json_key(self.user_endpoint_config, True),
             _json_key(self.result_serializers, False),
+            self.max_retries_on_system_failure,
         )
 
 
@@ -95,6 +98,7 @@ class Executor(_StdExecutor):
         serializer: Any = None,
         result_serializers: Iterable[Any] | None = None,
         transport: str | None = None,
+        max_retries_on_system_failure: int | None = None,
         **kwargs: Any,
     ) -> None:
         for key in kwargs:
@@ -119,6 +123,7 @@ class Executor(_StdExecutor):
             self.serializer = serializer
         self._result_serializer_paths: list[str] | None = None
         self.result_serializers = result_serializers
+        self.max_retries_on_system_failure = max_retries_on_system_failure
         self.task_count_submitted = 0
         self._task_counter = 0
         self._function_registry: dict[Any, str] = {}
@@ -216,6 +221,22 @@ class Executor(_StdExecutor):
         self._result_serializer_paths = [validate_strategylike(v).import_path for v in value]
         self._result_serializers = value
 
+    @property
+    def max_retries_on_system_failure(self) -> int | None:
+        """Volley's own: how often a task whose worker or endpoint died runs again, for this
+        Executor's tasks; ``None`` leaves it to the endpoint's setting."""
+        return self._max_retries_on_system_failure
+
+    @max_retries_on_system_failure.setter
+    def max_retries_on_system_failure(self, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 0 <= value <= MAX_SYSTEM_RETRIES):
+            raise ValueError(
+                f"max_retries_on_system_failure must be an integer from 0 to {MAX_SYSTEM_RETRIES} "
+                f"(or None for the endpoint's setting), got {value!r}"
+            )
+        self._max_retries_on_system_failure = value
+
     # --- registration ---------------------------------------------------------------------------
     def register_function(self, fn: Callable, function_id: Any = None, **func_register_kwargs: Any) -> str:
         if self._stopped:
@@ -294,6 +315,7 @@ class Executor(_StdExecutor):
             None if spec is None else copy.deepcopy(spec),
             None if uep is None else copy.deepcopy(uep),
             None if rser is None else list(rser),
+            self._max_retries_on_system_failure,
             fid[0],
             tuple(args or ()),
             dict(kwargs or {}),
@@ -355,6 +377,7 @@ class Executor(_StdExecutor):
                 user_endpoint_config=first.user_endpoint_config,
                 create_websocket_queue=True,
                 result_serializers=first.result_serializers,
+                max_retries_on_system_failure=first.max_retries_on_system_failure,
             )
             batch.task_group_id = tg  # None on a first submit: the service picks the group
             add = batch._add_task
