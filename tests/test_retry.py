@@ -64,3 +64,56 @@ def test_executor_override_zero_reports_the_cause(endpoint: str, tmp_path: Path)
 def test_executor_override_is_checked_at_once() -> None:
     with pytest.raises(ValueError, match="max_retries_on_system_failure must be an integer from 0 to 10"):
         Executor(max_retries_on_system_failure=11)
+
+
+def fail_first_time(marker: str, log: str, x: int) -> int:
+    with open(log, "a") as f:
+        f.write("attempt\n")
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        raise ValueError("flaky input 13")
+    return x * 3
+
+
+def always_raise(log: str, kind: str) -> None:
+    with open(log, "a") as f:
+        f.write("attempt\n")
+    raise {"key": KeyError, "os": FileNotFoundError}[kind](f"user error {kind}")
+
+
+def test_retry_on_resubmits_a_matching_error_and_returns_the_later_value(endpoint: str, tmp_path: Path) -> None:
+    marker, log = tmp_path / "failed-once", tmp_path / "attempts"
+    with Executor(endpoint_id=endpoint, retry_on=(ValueError,), max_retries=2) as ex:
+        fut = ex.submit(fail_first_time, str(marker), str(log), 5)
+        assert fut.result(timeout=120) == 15
+    assert log.read_text().count("attempt") == 2
+    assert fut.task_id is not None
+
+
+def test_retry_on_does_not_retry_another_error(endpoint: str, tmp_path: Path) -> None:
+    log = tmp_path / "attempts"
+    with Executor(endpoint_id=endpoint, retry_on=(ValueError,)) as ex:
+        with pytest.raises(TaskExecutionFailed, match="user error key") as info:
+            ex.submit(always_raise, str(log), "key").result(timeout=120)
+    assert log.read_text().count("attempt") == 1
+    assert "--- attempt" not in str(info.value)
+
+
+def test_retry_on_matches_subclasses_and_lists_every_attempt(endpoint: str, tmp_path: Path) -> None:
+    log = tmp_path / "attempts"
+    with Executor(endpoint_id=endpoint, retry_on=(OSError,), max_retries=2) as ex:
+        with pytest.raises(TaskExecutionFailed) as info:
+            ex.submit(always_raise, str(log), "os").result(timeout=120)
+    assert log.read_text().count("attempt") == 3  # the first run and two retries
+    text = str(info.value)
+    assert "failed 3 time(s) (retry_on=(OSError), max_retries=2)" in text
+    for n in (1, 2, 3):
+        assert f"--- attempt {n} ---" in text
+    assert text.count("FileNotFoundError: user error os") == 3
+
+
+def test_retry_on_is_checked_at_once() -> None:
+    with pytest.raises(TypeError, match="retry_on must list exception classes"):
+        Executor(retry_on=("ValueError",))
+    with pytest.raises(ValueError, match="max_retries must be a non-negative integer"):
+        Executor(retry_on=(ValueError,), max_retries=-1)

@@ -10,6 +10,7 @@ go out concurrently, and a failed batch fails only its own futures.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import json
 import logging
@@ -27,6 +28,7 @@ from volley.protocol.headers import MAX_SYSTEM_RETRIES
 from volley.sdk.batch import as_optional_uuid
 from volley.sdk.client import Client
 from volley.sdk.future import ComputeFuture
+from volley.sdk.retry import Retrying, RetryPolicy
 from volley.sdk.watcher import all_watchers, watcher_for
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,8 @@ class Executor(_StdExecutor):
         result_serializers: Iterable[Any] | None = None,
         transport: str | None = None,
         max_retries_on_system_failure: int | None = None,
+        retry_on: Iterable[type[BaseException]] = (),
+        max_retries: int = 3,
         **kwargs: Any,
     ) -> None:
         for key in kwargs:
@@ -124,6 +128,11 @@ class Executor(_StdExecutor):
         self._result_serializer_paths: list[str] | None = None
         self.result_serializers = result_serializers
         self.max_retries_on_system_failure = max_retries_on_system_failure
+        # opt-in: tasks whose function raised one of these are sent again (volley.sdk.retry)
+        self._retry_policy = RetryPolicy(retry_on, max_retries)
+        self._retrying: set[ComputeFuture] = set()  # between a failed attempt and the next's send
+        self._retry_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._retry_sender: ThreadPoolExecutor | None = None
         self.task_count_submitted = 0
         self._task_counter = 0
         self._function_registry: dict[Any, str] = {}
@@ -237,6 +246,16 @@ class Executor(_StdExecutor):
             )
         self._max_retries_on_system_failure = value
 
+    @property
+    def retry_on(self) -> tuple[type[BaseException], ...]:
+        """Volley's own: exception types whose tasks are sent again (at most ``max_retries``
+        times); empty (the default): a task whose function raised is never retried."""
+        return self._retry_policy.retry_on
+
+    @property
+    def max_retries(self) -> int:
+        return self._retry_policy.max_retries
+
     # --- registration ---------------------------------------------------------------------------
     def register_function(self, fn: Callable, function_id: Any = None, **func_register_kwargs: Any) -> str:
         if self._stopped:
@@ -322,8 +341,45 @@ class Executor(_StdExecutor):
             fid[1],
         )
         fut = ComputeFuture()
+        if self._retry_policy.retry_on:
+            fut._retry = Retrying(self._retry_policy, functools.partial(self._resubmit, fut, info))
         self._tasks_to_send.put((fut, info))
         return fut
+
+    def _resubmit(self, fut: ComputeFuture, info: _TaskSubmissionInfo) -> None:
+        """Send a failed task again (``retry_on``), as a new task of the same future; called
+        from the result watcher, so the sending happens on a thread of its own."""
+        if fut._is_done():
+            return
+        fut.task_id = None  # a cancel() meanwhile is local, and the send cancels the new task
+        fut._metadata = {}  # the old one is shared by its whole batch
+        with self._count_lock:
+            self._retrying.add(fut)
+            if self._retry_sender is None:
+                self._retry_sender = ThreadPoolExecutor(1, thread_name_prefix="volley-retry")
+        self._retry_queue.put((fut, info))
+        try:
+            self._retry_sender.submit(self._send_retries)
+        except RuntimeError:  # the interpreter is exiting: send from here
+            self._send_retries()
+
+    def _send_retries(self) -> None:
+        """Send every queued retry, grouped into batches like first submissions."""
+        groups: dict[tuple, list[tuple[ComputeFuture, _TaskSubmissionInfo]]] = {}
+        while True:
+            try:
+                fut, info = self._retry_queue.get_nowait()
+            except queue.Empty:
+                break
+            groups.setdefault(info.group_key(), []).append((fut, info))
+        for group in groups.values():
+            for i in range(0, len(group), self.batch_size):
+                chunk = group[i : i + self.batch_size]
+                try:
+                    self._submit_tasks(chunk)
+                finally:
+                    with self._count_lock:
+                        self._retrying.difference_update(f for f, _ in chunk)
 
     def _submit_loop(self) -> None:
         q = self._tasks_to_send
@@ -543,6 +599,8 @@ class Executor(_StdExecutor):
         while True:
             outstanding = [f for w in all_watchers() for f in w.open_futures()
                            if f._metadata.get("_owner") == me and not f._is_done()]
+            with self._count_lock:
+                outstanding += [f for f in self._retrying if not f._is_done()]
             if not outstanding:
                 return
             _wait(outstanding, timeout=1.0)

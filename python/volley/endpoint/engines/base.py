@@ -18,6 +18,7 @@ from typing import Any
 
 from volley.protocol.codec import pack_result
 from volley.protocol.codes import ResultCode
+from volley.sdk.retry import attempts_text
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ class Engine:
                             len(failures), limit)
                 self._attempt(out, task_id, body, spec, result_serializers, failures, limit)
                 return
-            attempts = "\n\n".join(f"--- attempt {i + 1} ---\n{t}" for i, t in enumerate(failures))
+            attempts = attempts_text(failures)
             out.set_result(error_result(
                 task_id,
                 f"The endpoint's engine lost this task {len(failures)} time(s) "
