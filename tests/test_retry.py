@@ -117,3 +117,21 @@ def test_retry_on_is_checked_at_once() -> None:
         Executor(retry_on=("ValueError",))
     with pytest.raises(ValueError, match="max_retries must be a non-negative integer"):
         Executor(retry_on=(ValueError,), max_retries=-1)
+
+
+def test_the_raised_type_is_read_from_the_last_exception_of_a_chain() -> None:
+    from volley.sdk.retry import RetryPolicy, raised_type_name
+
+    chained = (
+        "Traceback (most recent call last):\n  File \"f.py\", line 2, in f\n    int('x')\n"
+        "ValueError: invalid literal\nsecond: line of the message\n\n"
+        "During handling of the above exception, another exception occurred:\n\n"
+        "Traceback (most recent call last):\n  File \"f.py\", line 4, in f\n    raise E()\n"
+        "json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)\n"
+    )
+    assert raised_type_name(chained) == "json.decoder.JSONDecodeError"
+    assert RetryPolicy((ValueError,), 1).matches(chained)  # an imported subclass of ValueError
+    assert not RetryPolicy((KeyError,), 1).matches(chained)
+    assert RetryPolicy((ValueError,), 1).matches("ValueError: no traceback at all")
+    unknown = "Traceback (most recent call last):\n  File \"x\", line 1\nremote_only.Boom: x\n"
+    assert not RetryPolicy((Exception,), 1).matches(unknown)  # not importable here: by name only
