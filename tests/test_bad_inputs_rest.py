@@ -177,3 +177,10 @@ def test_bad_page_size_is_422_naming_limit(pair: Pair, limit: str) -> None:
     out = pair.svc.submit(pair.alice, pair.a_ep, pair.a_fn, (1,))
     r = pair.call("GET", f"/v2/taskgroup/{out['task_group_id']}", params={"limit": limit})
     assert_error(r, 422, "INVALID_REQUEST", "limit")
+
+
+@pytest.mark.parametrize("value", [11, -1, "2", True, 1.5])
+def test_bad_retry_override_is_422_naming_field(pair: Pair, value: Any) -> None:
+    body = {"tasks": {pair.a_fn: ["x"]}, "max_retries_on_system_failure": value}
+    r = pair.call("POST", f"/v3/endpoints/{pair.a_ep}/submit", json=body)
+    assert_error(r, 422, "INVALID_REQUEST", "max_retries_on_system_failure")

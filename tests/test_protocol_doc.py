@@ -80,7 +80,7 @@ def test_message_fields_are_what_the_packers_write_in_order(kind: str, packed: b
 def test_task_headers_are_the_headers_module() -> None:
     documented = {names(r[0])[0] for r in table("Task message headers")}
     assert documented == constants(headers)
-    written = headers.task_headers("f", TID, headers.submission_headers({"num_nodes": 1}, ["a.B"]))
+    written = headers.task_headers("f", TID, headers.submission_headers({"num_nodes": 1}, ["a.B"], 2))
     assert set(written) == documented
 
 

@@ -70,12 +70,14 @@ def _check_messages(svc: Service, user: Any, reg: dict[str, Any], fid: str, out:
         assert props.headers["function_uuid"] == fid
         assert json.loads(props.headers["resource_specification"]) == SPEC
         assert props.headers["result_serializers"] == SERIALIZERS
+        assert props.headers["max_retries_on_system_failure"] == 2
         assert props.delivery_mode == 2
 
 
 def _submit(svc: Service, user: Any, ep: str, fid: str, args: list[int]) -> dict[str, Any]:
     return svc.submit(user, ep, fid, *[(a,) for a in args], create_queue=False,
-                      resource_specification=SPEC, result_serializers=SERIALIZERS)
+                      resource_specification=SPEC, result_serializers=SERIALIZERS,
+                      max_retries_on_system_failure=2)
 
 
 def test_submit_during_outage_is_kept_and_published_when_the_broker_is_back(

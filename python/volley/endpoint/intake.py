@@ -197,7 +197,8 @@ class TaskIntake:
             text = f"Function {headers.function_id} not permitted on endpoint {self.endpoint_id}"
             self._answer(task_id, text, ResultCode.FUNCTION_NOT_ALLOWED, text)
             return
-        fut = self.engine.submit(task_id, d.body, headers.resource_specification, headers.result_serializers)
+        fut = self.engine.submit(task_id, d.body, headers.resource_specification, headers.result_serializers,
+                                 headers.max_retries)
         fut.add_done_callback(partial(self._finished, task_id))
 
     def _finished(self, task_id: str, f: Future) -> None:

@@ -14,10 +14,17 @@ TASK_UUID = "task_uuid"
 RESOURCE_SPECIFICATION = "resource_specification"
 # import paths of the serialization strategies to try for the result, in order
 RESULT_SERIALIZERS = "result_serializers"
+# an integer: how often a task whose worker (or endpoint) died runs again, overriding the
+# endpoint's engine setting; absent: the endpoint's setting decides (upstream SDKs send none)
+MAX_RETRIES_ON_SYSTEM_FAILURE = "max_retries_on_system_failure"
+# the largest override accepted: a task that kills its worker every time must not occupy the
+# endpoint for long (the endpoint's own setting is not bounded by this)
+MAX_SYSTEM_RETRIES = 10
 
 
 def submission_headers(
-    resource_specification: dict[str, Any] | None, result_serializers: list[str] | None
+    resource_specification: dict[str, Any] | None, result_serializers: list[str] | None,
+    max_retries_on_system_failure: int | None = None,
 ) -> dict[str, Any]:
     """The headers every task message of one submission carries besides its own ids."""
     common: dict[str, Any] = {}
@@ -25,6 +32,8 @@ def submission_headers(
         common[RESOURCE_SPECIFICATION] = json.dumps(resource_specification)
     if result_serializers:
         common[RESULT_SERIALIZERS] = list(result_serializers)
+    if max_retries_on_system_failure is not None:
+        common[MAX_RETRIES_ON_SYSTEM_FAILURE] = int(max_retries_on_system_failure)
     return common
 
 
@@ -41,6 +50,8 @@ class TaskHeaders:
     function_id: str | None
     resource_specification: dict[str, Any] = field(default_factory=dict)
     result_serializers: list[str] | None = None
+    # the submission's override of the endpoint's max_retries_on_system_failure, or None
+    max_retries: int | None = None
     problems: tuple[str, ...] = ()
 
 
@@ -75,4 +86,11 @@ def parse_task_headers(headers: dict[str, Any], task_id: str) -> TaskHeaders:
         serializers = None
     if serializers:
         serializers = [s.decode() if isinstance(s, bytes) else s for s in serializers]
-    return TaskHeaders(str(fid) if fid else None, spec or {}, serializers or None, tuple(problems))
+    retries = headers.get(MAX_RETRIES_ON_SYSTEM_FAILURE)
+    if retries is not None and (
+        isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_SYSTEM_RETRIES
+    ):
+        problems.append(f"header '{MAX_RETRIES_ON_SYSTEM_FAILURE}' must be an integer from 0 to "
+                        f"{MAX_SYSTEM_RETRIES}, got {retries!r:.100}")
+        retries = None
+    return TaskHeaders(str(fid) if fid else None, spec or {}, serializers or None, retries, tuple(problems))

@@ -95,6 +95,7 @@ class Batch:
         serializer: ComputeSerializer | None = None,
         user_runtime: UserRuntime | None = None,
         result_serializers: list[str] | None = None,
+        max_retries_on_system_failure: int | None = None,
     ) -> None:
         self.task_group_id = task_group_id
         self.resource_specification = resource_specification
@@ -103,6 +104,7 @@ class Batch:
         self.serializer = serializer or _default_serializer()
         self.user_runtime = user_runtime
         self.result_serializers = result_serializers
+        self.max_retries_on_system_failure = max_retries_on_system_failure
         self.tasks: defaultdict[uuid.UUID, list[str]] = defaultdict(list)
         self.endpoint_id: uuid.UUID | None = None
 
@@ -186,6 +188,8 @@ class Batch:
             data["user_runtime"] = asdict(self.user_runtime)
         if self.result_serializers:
             data["result_serializers"] = list(self.result_serializers)
+        if self.max_retries_on_system_failure is not None:  # Volley's own field
+            data["max_retries_on_system_failure"] = self.max_retries_on_system_failure
         return data
 
     def __repr__(self) -> str:

@@ -221,6 +221,7 @@ class Client:
         user_endpoint_config: dict[str, Any] | None = None,
         create_websocket_queue: bool = False,
         result_serializers: list[str] | None = None,
+        max_retries_on_system_failure: int | None = None,
     ) -> Batch:
         return Batch(
             task_group_id=task_group_id or self.session_task_group_id,
@@ -230,6 +231,7 @@ class Client:
             serializer=self.fx_serializer,
             user_runtime=create_user_runtime(),
             result_serializers=result_serializers,
+            max_retries_on_system_failure=max_retries_on_system_failure,
         )
 
     def batch_run(self, endpoint_id: Any, batch: Batch | None = None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ go out concurrently, and a failed batch fails only its own futures.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import json
 import logging
@@ -23,9 +24,11 @@ from concurrent.futures import wait as _wait
 from dataclasses import dataclass
 from typing import Any
 
+from volley.protocol.headers import MAX_SYSTEM_RETRIES
 from volley.sdk.batch import as_optional_uuid
 from volley.sdk.client import Client
 from volley.sdk.future import ComputeFuture
+from volley.sdk.retry import Retrying, RetryPolicy
 from volley.sdk.watcher import all_watchers, watcher_for
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ class _TaskSubmissionInfo:
     resource_specification: dict[str, Any] | None
     user_endpoint_config: dict[str, Any] | None
     result_serializers: list[str] | None
+    max_retries_on_system_failure: int | None
     function_uuid: uuid.UUID
     args: tuple
     kwargs: dict
@@ -57,6 +61,7 @@ class _TaskSubmissionInfo:
             _json_key(self.resource_specification, True),
             _json_key(self.user_endpoint_config, True),
             _json_key(self.result_serializers, False),
+            self.max_retries_on_system_failure,
         )
 
 
@@ -95,6 +100,9 @@ class Executor(_StdExecutor):
         serializer: Any = None,
         result_serializers: Iterable[Any] | None = None,
         transport: str | None = None,
+        max_retries_on_system_failure: int | None = None,
+        retry_on: Iterable[type[BaseException]] = (),
+        max_retries: int = 3,
         **kwargs: Any,
     ) -> None:
         for key in kwargs:
@@ -119,6 +127,12 @@ class Executor(_StdExecutor):
             self.serializer = serializer
         self._result_serializer_paths: list[str] | None = None
         self.result_serializers = result_serializers
+        self.max_retries_on_system_failure = max_retries_on_system_failure
+        # opt-in: tasks whose function raised one of these are sent again (volley.sdk.retry)
+        self._retry_policy = RetryPolicy(retry_on, max_retries)
+        self._retrying: set[ComputeFuture] = set()  # between a failed attempt and the next's send
+        self._retry_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._retry_sender: ThreadPoolExecutor | None = None
         self.task_count_submitted = 0
         self._task_counter = 0
         self._function_registry: dict[Any, str] = {}
@@ -216,6 +230,32 @@ class Executor(_StdExecutor):
         self._result_serializer_paths = [validate_strategylike(v).import_path for v in value]
         self._result_serializers = value
 
+    @property
+    def max_retries_on_system_failure(self) -> int | None:
+        """Volley's own: how often a task whose worker or endpoint died runs again, for this
+        Executor's tasks; ``None`` leaves it to the endpoint's setting."""
+        return self._max_retries_on_system_failure
+
+    @max_retries_on_system_failure.setter
+    def max_retries_on_system_failure(self, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 0 <= value <= MAX_SYSTEM_RETRIES):
+            raise ValueError(
+                f"max_retries_on_system_failure must be an integer from 0 to {MAX_SYSTEM_RETRIES} "
+                f"(or None for the endpoint's setting), got {value!r}"
+            )
+        self._max_retries_on_system_failure = value
+
+    @property
+    def retry_on(self) -> tuple[type[BaseException], ...]:
+        """Volley's own: exception types whose tasks are sent again (at most ``max_retries``
+        times); empty (the default): a task whose function raised is never retried."""
+        return self._retry_policy.retry_on
+
+    @property
+    def max_retries(self) -> int:
+        return self._retry_policy.max_retries
+
     # --- registration ---------------------------------------------------------------------------
     def register_function(self, fn: Callable, function_id: Any = None, **func_register_kwargs: Any) -> str:
         if self._stopped:
@@ -294,14 +334,52 @@ class Executor(_StdExecutor):
             None if spec is None else copy.deepcopy(spec),
             None if uep is None else copy.deepcopy(uep),
             None if rser is None else list(rser),
+            self._max_retries_on_system_failure,
             fid[0],
             tuple(args or ()),
             dict(kwargs or {}),
             fid[1],
         )
         fut = ComputeFuture()
+        if self._retry_policy.retry_on:
+            fut._retry = Retrying(self._retry_policy, functools.partial(self._resubmit, fut, info))
         self._tasks_to_send.put((fut, info))
         return fut
+
+    def _resubmit(self, fut: ComputeFuture, info: _TaskSubmissionInfo) -> None:
+        """Send a failed task again (``retry_on``), as a new task of the same future; called
+        from the result watcher, so the sending happens on a thread of its own."""
+        if fut._is_done():
+            return
+        fut.task_id = None  # a cancel() meanwhile is local, and the send cancels the new task
+        fut._metadata = {}  # the old one is shared by its whole batch
+        with self._count_lock:
+            self._retrying.add(fut)
+            if self._retry_sender is None:
+                self._retry_sender = ThreadPoolExecutor(1, thread_name_prefix="volley-retry")
+        self._retry_queue.put((fut, info))
+        try:
+            self._retry_sender.submit(self._send_retries)
+        except RuntimeError:  # the interpreter is exiting: send from here
+            self._send_retries()
+
+    def _send_retries(self) -> None:
+        """Send every queued retry, grouped into batches like first submissions."""
+        groups: dict[tuple, list[tuple[ComputeFuture, _TaskSubmissionInfo]]] = {}
+        while True:
+            try:
+                fut, info = self._retry_queue.get_nowait()
+            except queue.Empty:
+                break
+            groups.setdefault(info.group_key(), []).append((fut, info))
+        for group in groups.values():
+            for i in range(0, len(group), self.batch_size):
+                chunk = group[i : i + self.batch_size]
+                try:
+                    self._submit_tasks(chunk)
+                finally:
+                    with self._count_lock:
+                        self._retrying.difference_update(f for f, _ in chunk)
 
     def _submit_loop(self) -> None:
         q = self._tasks_to_send
@@ -355,6 +433,7 @@ class Executor(_StdExecutor):
                 user_endpoint_config=first.user_endpoint_config,
                 create_websocket_queue=True,
                 result_serializers=first.result_serializers,
+                max_retries_on_system_failure=first.max_retries_on_system_failure,
             )
             batch.task_group_id = tg  # None on a first submit: the service picks the group
             add = batch._add_task
@@ -520,6 +599,8 @@ class Executor(_StdExecutor):
         while True:
             outstanding = [f for w in all_watchers() for f in w.open_futures()
                            if f._metadata.get("_owner") == me and not f._is_done()]
+            with self._count_lock:
+                outstanding += [f for f in self._retrying if not f._is_done()]
             if not outstanding:
                 return
             _wait(outstanding, timeout=1.0)

@@ -76,6 +76,10 @@ class ComputeFuture(Future):
     def _condition(self, value: threading.Condition) -> None:
         self.__dict__["_lazy_condition"] = value
 
+    # a volley.sdk.retry.Retrying when its Executor has retry_on; a class default otherwise, so
+    # a future without one costs nothing for it
+    _retry: Any = None
+
     # The two lists Future.__init__ makes, also made on first use (see _LazyList).
     _waiters = _LazyList()
     _done_callbacks = _LazyList()

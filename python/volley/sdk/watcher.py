@@ -242,7 +242,13 @@ class ResultWatcher(threading.Thread):
                     err.__cause__ = exc
                     fut.set_exception(err)
             else:
-                fut.set_exception(_task_failed()(doc.get("exception") or "", str(doc.get("completion_t"))))
+                data = doc.get("exception") or ""
+                if fut._retry is not None:
+                    # the stored task has no error code: a matching type is taken as the user's
+                    data = fut._retry.failed(data, True)
+                    if data is None:
+                        return
+                fut.set_exception(_task_failed()(data, str(doc.get("completion_t"))))
         except Exception:  # InvalidStateError: cancelled by the user
             log.debug("future %s was cancelled or resolved already", fut.task_id)
 
@@ -330,10 +336,16 @@ class ResultWatcher(threading.Thread):
         # InvalidStateError, caught below, and the common case saves a lock round trip.
         try:
             if msg.is_error:
-                if msg.error_code == _CANCELLED_CODE:
+                code = msg.error_code
+                if code == _CANCELLED_CODE:
                     fut._cancel_here()
                     return
-                fut.set_exception(_task_failed()(msg.data, str(timestamp or 0)))
+                data = msg.data
+                if fut._retry is not None:
+                    data = fut._retry.failed(data, code == _USER_ERROR_CODE)
+                    if data is None:
+                        return  # sent again: the same future resolves with a later attempt
+                fut.set_exception(_task_failed()(data, str(timestamp or 0)))
             else:
                 try:
                     value = self.client.fx_serializer.deserialize(msg.data)
@@ -348,6 +360,7 @@ class ResultWatcher(threading.Thread):
 
 
 _CANCELLED_CODE = ResultCode.TASK_CANCELLED
+_USER_ERROR_CODE = ResultCode.REMOTE_EXECUTION_ERROR
 
 
 def _task_failed() -> type[Exception]:

@@ -170,12 +170,13 @@ class BrokerGateway:
         *,
         resource_specification: dict[str, Any] | None,
         result_serializers: list[str] | None,
+        max_retries_on_system_failure: int | None = None,
     ) -> set[str]:
         """Publish ``(task_id, function_id, packed_task)`` triples; return the ids the broker
         confirmed.  Raises ``ConnectionError`` / ``TimeoutError`` when the broker cannot be
         reached or does not answer in time: then some messages may have arrived, none is known
         to have."""
-        common = submission_headers(resource_specification, result_serializers)
+        common = submission_headers(resource_specification, result_serializers, max_retries_on_system_failure)
         rk = topo.task_queue(endpoint_id)
         batch = [(topo.TASKS_EXCHANGE, rk, body, task_headers(fid, tid, common), None) for tid, fid, body in tasks]
         outcomes = self.publisher.publish_batch(batch, mandatory=True)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    Integer,
     String,
     Text,
     UniqueConstraint,
@@ -160,6 +161,8 @@ class Submission(Base):
     tasks: Mapped[list[Any]] = mapped_column(JSON)
     resource_specification: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     result_serializers: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # the submitter's override of the endpoint's max_retries_on_system_failure; NULL: none
+    max_retries_on_system_failure: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
 
     # also the index of owner_id (leftmost), which the cascade from users needs

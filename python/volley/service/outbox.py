@@ -89,7 +89,8 @@ def _headers(s: Session, submission_ids: Iterable[str | None]) -> dict[str, Row[
     wanted = sorted({i for i in submission_ids if i})
     out: dict[str, Row[Any]] = {}
     for i in range(0, len(wanted), PAGE):
-        q = select(Submission.id, Submission.resource_specification, Submission.result_serializers)
+        q = select(Submission.id, Submission.resource_specification, Submission.result_serializers,
+                   Submission.max_retries_on_system_failure)
         for row in s.execute(q.where(Submission.id.in_(wanted[i : i + PAGE]))):
             out[row.id] = row
     return out
@@ -196,6 +197,7 @@ class _Round:
             endpoint_id, messages,
             resource_specification=sub.resource_specification if sub else None,
             result_serializers=sub.result_serializers if sub else None,
+            max_retries_on_system_failure=sub.max_retries_on_system_failure if sub else None,
         )
         if confirmed:
             with self.sessions() as s:

@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 from typing_extensions import NotRequired, TypedDict
 
+from volley.protocol.headers import MAX_SYSTEM_RETRIES
+
 
 # --- requests ------------------------------------------------------------------------------------
 class FunctionBody(BaseModel):
@@ -49,6 +51,9 @@ class SubmitBody(BaseModel):
     user_endpoint_config: dict[str, Any] | None = None
     user_runtime: dict[str, Any] | None = None
     result_serializers: list[str] | None = None
+    # Volley's own: overrides the endpoint's max_retries_on_system_failure for these tasks
+    # (upstream SDKs send none: the endpoint's setting decides)
+    max_retries_on_system_failure: int | None = Field(default=None, ge=0, le=MAX_SYSTEM_RETRIES, strict=True)
     # made by the client; a repeated request with the same id gets the first one's answer and
     # queues nothing new (upstream SDKs send none: the service then makes one)
     request_id: uuid.UUID | None = None

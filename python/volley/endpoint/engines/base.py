@@ -18,6 +18,7 @@ from typing import Any
 
 from volley.protocol.codec import pack_result
 from volley.protocol.codes import ResultCode
+from volley.sdk.retry import attempts_text
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,9 @@ class Engine:
         }
 
     def submit(self, task_id: str, body: bytes, resource_specification: dict[str, Any] | None,
-               result_serializers: list[str] | None) -> Future:
+               result_serializers: list[str] | None, max_retries: int | None = None) -> Future:
+        """Run a task; ``max_retries`` (the submission's override) replaces the endpoint's
+        ``max_retries_on_system_failure`` for it when given."""
         out: Future = Future()
         try:
             spec = self.check_resource_specification(dict(resource_specification or {}))
@@ -171,7 +174,8 @@ class Engine:
         with self._lock:
             self._outstanding += 1
         out.add_done_callback(self._finished)
-        self._attempt(out, task_id, body, spec, result_serializers, [])
+        limit = self.max_retries if max_retries is None else max_retries
+        self._attempt(out, task_id, body, spec, result_serializers, [], limit)
         return out
 
     def _finished(self, _f: Future) -> None:
@@ -179,7 +183,7 @@ class Engine:
             self._outstanding -= 1
 
     def _attempt(self, out: Future, task_id: str, body: bytes, spec: dict[str, Any],
-                 result_serializers: list[str] | None, failures: list[str]) -> None:
+                 result_serializers: list[str] | None, failures: list[str], limit: int) -> None:
         if self._stopping:
             out.set_exception(EngineStopped(task_id))
             return
@@ -212,16 +216,16 @@ class Engine:
             self.system_failures += 1
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
             failures.append(text)
-            if len(failures) <= self.max_retries:
+            if len(failures) <= limit:
                 log.warning("task %s lost by the engine (%s); retry %d of %d", task_id, exc,
-                            len(failures), self.max_retries)
-                self._attempt(out, task_id, body, spec, result_serializers, failures)
+                            len(failures), limit)
+                self._attempt(out, task_id, body, spec, result_serializers, failures, limit)
                 return
-            attempts = "\n\n".join(f"--- attempt {i + 1} ---\n{t}" for i, t in enumerate(failures))
+            attempts = attempts_text(failures)
             out.set_result(error_result(
                 task_id,
                 f"The endpoint's engine lost this task {len(failures)} time(s) "
-                f"(max_retries_on_system_failure={self.max_retries}):\n{attempts}",
+                f"(max_retries_on_system_failure={limit}):\n{attempts}",
                 ResultCode.UNKNOWN_TASK_FAILURE, f"remote error: {type(exc).__name__}: {exc}", self.endpoint_id,
             ))
 

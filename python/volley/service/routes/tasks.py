@@ -215,6 +215,7 @@ def _publish(c: Caller, endpoint_id: str, functions: dict[str, Any], rows: list[
                 endpoint_id, messages,
                 resource_specification=body.resource_specification,
                 result_serializers=body.result_serializers,
+                max_retries_on_system_failure=body.max_retries_on_system_failure,
             )
         except _BROKER_ERRORS as exc:
             log.warning("publishing %d tasks for endpoint %s failed (%s); the outbox will publish them",
@@ -292,7 +293,8 @@ def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> S
         "id": sub_id, "owner_id": c.user_id, "request_id": request_id, "endpoint_id": ep.id,
         "task_group_id": group.id, "tasks": [[fid, ids] for fid, ids in out.items()],
         "resource_specification": body.resource_specification,
-        "result_serializers": body.result_serializers, "created_at": now,
+        "result_serializers": body.result_serializers,
+        "max_retries_on_system_failure": body.max_retries_on_system_failure, "created_at": now,
     }
     # committed before publishing, so a result can never arrive for a task the router does
     # not know, and a crash after this commit leaves the tasks to the outbox, not lost
