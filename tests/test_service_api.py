@@ -51,6 +51,8 @@ AUTH_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/volley/v1/endpoints", None),
     ("GET", "/volley/v1/task_groups", None),
     ("GET", "/volley/v1/task_groups/{id}", None),
+    ("POST", "/v2/tasks/cancel", {"task_ids": []}),
+    ("POST", "/v2/tasks/{id}/cancel", None),
 ]
 
 

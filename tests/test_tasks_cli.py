@@ -62,7 +62,7 @@ def volley(*args: str, env: dict[str, str] | None = None, ok: bool = True) -> An
 def test_groups_lists_the_group_with_its_counts(group: dict[str, Any]) -> None:
     doc = json.loads(volley("groups", "--json", "--limit", "200").output)
     mine = {g["task_group_id"]: g for g in doc["task_groups"]}
-    assert mine[group["id"]]["counts"] == {"waiting-for-ep": 0, "success": 3, "failed": 1}
+    assert mine[group["id"]]["counts"] == {"waiting-for-ep": 0, "success": 3, "failed": 1, "cancelled": 0}
     assert mine[group["id"]]["total"] == 4
 
     text = volley("groups", "--limit", "200").output
@@ -89,7 +89,7 @@ def test_status_shows_counts_throughput_and_the_failure_text(group: dict[str, An
     assert "KeyError: 'no such sample 42'" in text
 
     s = json.loads(volley("status", group["id"], "--json").output)
-    assert s["counts"] == {"waiting-for-ep": 0, "success": 3, "failed": 1}
+    assert s["counts"] == {"waiting-for-ep": 0, "success": 3, "failed": 1, "cancelled": 0}
     assert sum(s["throughput"]["success"]) == 3 and sum(s["throughput"]["failed"]) == 1
     [failure] = s["failures"]
     assert failure["task_id"] == group["failed"] and "no such sample 42" in failure["exception"]

@@ -53,7 +53,8 @@ def _when(ts: Any, none: str = "-") -> str:
 
 
 def _counts(c: dict[str, int]) -> str:
-    return f"{c.get('waiting-for-ep', 0)} waiting, {c.get('success', 0)} done, {c.get('failed', 0)} failed"
+    text = f"{c.get('waiting-for-ep', 0)} waiting, {c.get('success', 0)} done, {c.get('failed', 0)} failed"
+    return text + (f", {c['cancelled']} cancelled" if c.get("cancelled") else "")
 
 
 def _spark(values: list[int]) -> str:

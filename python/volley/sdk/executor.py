@@ -597,8 +597,9 @@ class Executor(_StdExecutor):
         done, so the set is re-read every second rather than waited on once."""
         me = self._owner
         while True:
+            # a future whose cancel is waiting for its endpoint (one that is down) is given up
             outstanding = [f for w in all_watchers() for f in w.open_futures()
-                           if f._metadata.get("_owner") == me and not f._is_done()]
+                           if f._metadata.get("_owner") == me and not f._is_done() and not f._cancel_requested]
             with self._count_lock:
                 outstanding += [f for f in self._retrying if not f._is_done()]
             if not outstanding:

@@ -52,6 +52,10 @@ class _LazyList:
 class ComputeFuture(Future):
     """``task_id`` is ``None`` until the service accepts the submission, then the task UUID string."""
 
+    # set by cancel() when the service passed the request on to the endpoint, which has not
+    # answered yet (a class default: no per-future cost)
+    _cancel_requested = False
+
     def __init__(self, task_id: str | None = None) -> None:
         if _LAZY:
             self._state = PENDING
@@ -152,6 +156,9 @@ class ComputeFuture(Future):
         if outcome == "cancelled":
             self._cancel_here()
         elif outcome == "requested":
+            # the user gave up on it: shutdown and exit no longer wait for it, even if its
+            # endpoint never answers (it is down); it still resolves if an answer comes
+            self._cancel_requested = True
             from concurrent.futures import wait
 
             wait([self], timeout=CANCEL_WAIT_S)

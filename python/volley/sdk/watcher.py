@@ -284,8 +284,10 @@ class ResultWatcher(threading.Thread):
             return True
         if self._stop_when_idle.is_set():
             with self._lock:
-                # a future cancelled by its user may never get a result: it keeps no one waiting
-                for tid in [t for t, f in self._open.items() if f.done()]:
+                # a future cancelled by its user, or whose cancel the service was asked for and
+                # its endpoint has not answered (an endpoint that is down), may never get a
+                # result: it keeps no one waiting at exit
+                for tid in [t for t, f in self._open.items() if f.done() or f._cancel_requested]:
                     del self._open[tid]
                 if not self._open:
                     self.stopping = True  # from now on watch() refuses; callers start a new watcher
