@@ -40,13 +40,30 @@ def test_a_successor_adopts_results_its_predecessor_could_not_match() -> None:
 
 def test_results_left_by_a_stopped_watcher_reach_the_next_one() -> None:
     tg, tid = str(uuid.uuid4()), str(uuid.uuid4())
-    W._UNCLAIMED[tg] = {tid: (None, _result(tid, 42))}
-    w = W.watcher_for(tg, Unreachable(), transport="python", port=None)
+    client = Unreachable()
+    W._UNCLAIMED[W._key(client, tg)] = {tid: (None, _result(tid, 42))}
+    w = W.watcher_for(tg, client, transport="python", port=None)
     fut = ComputeFuture(tid)
     w.watch([fut])
     assert fut.result(timeout=5) == 42
-    assert tg not in W._UNCLAIMED
+    assert W._key(client, tg) not in W._UNCLAIMED
     w.shutdown()
+
+
+def test_the_same_task_group_on_two_services_gets_a_watcher_each() -> None:
+    """A process-default task group id can be used with two services (two local stacks): each
+    service's results come from its own broker, so each needs its own watcher."""
+    tg = str(uuid.uuid4())
+    a, b = Unreachable(), Unreachable()
+    a.web_service_address, b.web_service_address = "http://127.0.0.1:1", "http://127.0.0.1:2"
+    wa = W.watcher_for(tg, a, transport="python", port=None)
+    wb = W.watcher_for(tg, b, transport="python", port=None)
+    try:
+        assert wa is not wb and wa.client is a and wb.client is b
+        assert W.watcher_for(tg, a, transport="python", port=None) is wa
+    finally:
+        wa.shutdown()
+        wb.shutdown()
 
 
 def test_outstanding_futures_cost_the_gc_one_object_each() -> None:

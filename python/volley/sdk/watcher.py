@@ -44,21 +44,28 @@ def _service_call(call: Callable[[], T]) -> T:
             raise ConnectionError(f"the Volley service answered {exc.http_status}: {exc.message}") from exc
         raise
 
-_WATCHERS: dict[str, ResultWatcher] = {}
+# keyed by (service address, task group id): a process-default task group id may be used with
+# more than one service, and each service's results come from its own broker
+_WATCHERS: dict[tuple[str, str], ResultWatcher] = {}
 _WATCHERS_LOCK = threading.Lock()
 # Results a stopped watcher had received for futures not registered yet: they were acked, so
 # they exist nowhere else; the group's next watcher takes them over.
-_UNCLAIMED: dict[str, dict[str, tuple[int | None, Any]]] = {}
+_UNCLAIMED: dict[tuple[str, str], dict[str, tuple[int | None, Any]]] = {}
+
+
+def _key(client: Any, task_group_id: str) -> tuple[str, str]:
+    return str(getattr(client, "web_service_address", "")), task_group_id
 
 
 def watcher_for(task_group_id: str, client: Any, *, transport: str | None, port: int | None) -> ResultWatcher:
+    key = _key(client, task_group_id)
     with _WATCHERS_LOCK:
-        w = _WATCHERS.get(task_group_id)
+        w = _WATCHERS.get(key)
         if w is None or not w.is_alive() or w.stopping:
             w = ResultWatcher(task_group_id, client, transport=transport, port=port)
             # results an earlier watcher of this group received (and acked) but could not match
-            w._received.update(_UNCLAIMED.pop(task_group_id, {}))
-            _WATCHERS[task_group_id] = w
+            w._received.update(_UNCLAIMED.pop(key, {}))
+            _WATCHERS[key] = w
             w.start()
         else:
             w._stop_when_idle.clear()  # a new user arrived
@@ -259,14 +266,15 @@ class ResultWatcher(threading.Thread):
         consumer.ack_through(batch[-1].tag)
 
     def _finish(self, reason: BaseException | None) -> None:
+        key = _key(self.client, self.task_group_id)
         with _WATCHERS_LOCK:
-            if _WATCHERS.get(self.task_group_id) is self:
-                del _WATCHERS[self.task_group_id]
-            successor = _WATCHERS.get(self.task_group_id)
+            if _WATCHERS.get(key) is self:
+                del _WATCHERS[key]
+            successor = _WATCHERS.get(key)
             with self._lock:
                 unclaimed, self._received = self._received, {}
             if unclaimed and successor is None:
-                _UNCLAIMED.setdefault(self.task_group_id, {}).update(unclaimed)
+                _UNCLAIMED.setdefault(key, {}).update(unclaimed)
         if unclaimed and successor is not None:
             successor.adopt(unclaimed)
         with self._lock:
