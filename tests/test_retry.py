@@ -1,7 +1,7 @@
 """Retries, end to end on the real local stack (broker, service on SQLite) and process-pool
 endpoints, on both transports: the per-Executor override of the endpoint's
 ``max_retries_on_system_failure`` (a worker SIGKILLed mid-task), an endpoint SIGKILLed mid-task
-counting as an attempt, and the SDK's opt-in ``retry_on``.  Marker files prove what ran."""
+(run again, and given up after three such deaths), and the SDK's opt-in ``retry_on``.  Marker files prove what ran."""
 
 from __future__ import annotations
 
@@ -59,6 +59,59 @@ def test_executor_override_zero_reports_the_cause(endpoint: str, tmp_path: Path)
     assert "lost this task 1 time(s) (max_retries_on_system_failure=0)" in text
     assert "--- attempt 1 ---" in text and "WorkerLost" in text
     assert marker.exists()
+
+
+def take_endpoint_down(marker_dir: str, times: int, x: int) -> int:
+    """SIGKILL the whole endpoint (the agent and its workers: one process group) the first
+    ``times`` runs; a marker file per run proves how often it ran."""
+    runs = len(os.listdir(marker_dir))
+    Path(marker_dir, f"run-{runs}").touch()
+    if runs < times:
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    return x + 1
+
+
+def restart_after_death(ep: eh.Running, transport: str) -> eh.Running:
+    assert ep.proc.wait(timeout=120) == -signal.SIGKILL, ep.log
+    eh.kill_session(ep.proc.pid)  # nothing of it may linger
+    return eh.start(ep.name, transport=transport)
+
+
+@pytest.mark.parametrize("transport", ["native", "python"])
+def test_a_task_running_when_its_endpoint_dies_runs_again_then_is_given_up(
+        stack: dict[str, Any], tmp_path: Path, transport: str) -> None:
+    name = f"ep-death-{transport}"
+    eh.configure(name, CONFIG)
+    ep = eh.start(name, transport=transport)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    try:
+        with Executor(endpoint_id=ep.endpoint_id, max_retries_on_system_failure=0) as ex:
+            # an endpoint that dies loses nothing: even with no retries for lost workers, a
+            # task the agent died under runs again
+            fut = ex.submit(take_endpoint_down, str(first), 1, 41)
+            ep = restart_after_death(ep, transport)
+            assert fut.result(timeout=120) == 42
+            assert len(os.listdir(first)) == 2
+            # but a task that keeps taking its endpoint down is given up after the third death
+            fut = ex.submit(take_endpoint_down, str(second), 99, 41)
+            dead = []
+            for _ in range(3):
+                dead.append(ep.proc.pid)
+                ep = restart_after_death(ep, transport)
+            with pytest.raises(TaskExecutionFailed) as info:
+                fut.result(timeout=120)
+        assert len(os.listdir(second)) == 3  # not a fourth time
+        text = str(info.value)
+        assert "lost this task 3 time(s) (max_retries_on_system_failure=0; " in text
+        # each attempt names the agent that died under it, in order
+        where = [text.find(f"--- attempt {i + 1} ---") for i in range(3)]
+        where += [text.find(f"the endpoint agent (pid {pid} ") for pid in dead]
+        assert -1 not in where and where[0] < where[3] < where[1] < where[4] < where[2] < where[5], text
+        assert "stopped while this task ran" in text
+    finally:
+        assert eh.stop(ep) == 0, ep.log
 
 
 def test_executor_override_is_checked_at_once() -> None:

@@ -16,7 +16,9 @@ No lost work: a delivery stays unacked while its task waits or runs (the local b
 ``consumer_timeout`` is 7 days, so day-long tasks are not reclaimed), so if this process dies
 the broker hands every such task to the next run of the endpoint, which runs it again.  A task
 whose result sits in ``unacked_results/`` is not run again: the stored result is re-sent.  A
-lost worker yields an error Result naming the cause (after the configured retries).
+lost worker yields an error Result naming the cause (after the configured retries); so does a
+task that was running each time the agent died (``attempts.log``, :mod:`volley.endpoint.attempts`),
+so a task that takes its endpoint down cannot do so forever.
 
 Broker outages are waited out, however long (``$VOLLEY_GIVE_UP_AFTER`` sets a limit): the task
 consumer runs in the one consume-and-reconnect loop (``volley.transport.reconnect``), results
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from volley.endpoint.acks import DeliveryBook
+from volley.endpoint.attempts import AttemptLog
 from volley.endpoint.config import EndpointConfig
 from volley.endpoint.control import ControlListener
 from volley.endpoint.engines import Engine, build_engine
@@ -76,6 +79,7 @@ class Agent:
         self.publisher: Publisher | None = None
         self.intake: TaskIntake | None = None
         self.results: ResultSender | None = None
+        self.attempts: AttemptLog | None = None
         self.heartbeats: Heartbeats | None = None
         self.control: ControlListener | None = None
         self.started = time.time()
@@ -157,6 +161,8 @@ class Agent:
             self.config.engine_type, self.config.engine_options(), endpoint_id=eid,
             endpoint_dir=str(self.dir), run_in_sandbox=self.config.sandbox,
         )
+        attempts = self.attempts = AttemptLog(self.dir / "attempts.log")
+        engine.on_start = attempts.started
         self.prefetch = AdaptivePrefetch(engine.capacity, fixed=self.config.prefetch)
         publisher = self.publisher = self._open_publisher(reg["result_queue_info"]["connection_url"],
                                                           (results_route[0], heartbeats_route[0]))
@@ -166,7 +172,7 @@ class Agent:
                                               endpoint_id=eid)
         intake = self.intake = TaskIntake(
             self.name, eid, reg["task_queue_info"], amqp=self._amqp(), prefetch=self.prefetch,
-            engine=engine, book=self.book, results=results, stored=self.store.has,
+            engine=engine, book=self.book, results=results, attempts=attempts, stored=self.store.has,
             allowed_functions=self.config.allowed_functions, policy=self.policy, stopped=self._stop,
             check_health=self._check_health,
         )
@@ -300,6 +306,8 @@ class Agent:
             self.book.ack_confirmed(consumer)
         if engine is not None:
             engine.shutdown()  # the rest get no result: their deliveries go back to the queue
+        if self.attempts is not None:
+            self.attempts.close()  # stopped on purpose: those tasks' attempts do not count
         if self.results is not None:
             self.results.stop()
         if self.heartbeats is not None and self.heartbeats.thread.is_alive():

@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any
 
 from volley.endpoint.acks import DeliveryBook
+from volley.endpoint.attempts import AttemptLog
 from volley.endpoint.engines import Engine, EngineStopped
 from volley.endpoint.engines.base import cancelled_result, error_result
 from volley.endpoint.errors import QueueHeld
@@ -58,6 +59,7 @@ class TaskIntake:
         engine: Engine,
         book: DeliveryBook,
         results: ResultSender,
+        attempts: AttemptLog,
         stored: Callable[[str], bool],
         allowed_functions: list[str] | None,
         policy: ReconnectPolicy,
@@ -67,6 +69,7 @@ class TaskIntake:
         self.name, self.endpoint_id = name, endpoint_id
         self.queue_info, self.amqp, self.prefetch = queue_info, amqp, prefetch
         self.engine, self.book, self.results = engine, book, results
+        self.attempts = attempts  # attempts lost when an earlier run of the agent died
         self.stored = stored  # a result kept from before a crash: re-sent, not run again
         self.allowed = allowed_functions
         self.check_health = check_health
@@ -151,15 +154,19 @@ class TaskIntake:
                     self._cancelled[task_id] = None
                     if len(self._cancelled) > CANCELLED_LIMIT:
                         self._cancelled.popitem(last=False)
-                    self.results.put(task_id, cancelled_result(task_id, "it was cancelled before it started",
-                                                               self.endpoint_id))
+                    self._put(task_id, cancelled_result(task_id, "it was cancelled before it started",
+                                                        self.endpoint_id))
 
     def _dispatch_batch(self, consumer: Consumer, batch: Sequence[Delivery]) -> None:
         for d in batch:
             self._dispatch(consumer, d)
 
+    def _put(self, task_id: str, result: bytes) -> None:
+        self.attempts.ended(task_id)
+        self.results.put(task_id, result)
+
     def _answer(self, task_id: str, text: str, code: str, user_message: str) -> None:
-        self.results.put(task_id, error_result(task_id, text, code, user_message, self.endpoint_id))
+        self._put(task_id, error_result(task_id, text, code, user_message, self.endpoint_id))
 
     def _dispatch(self, consumer: Consumer, d: Delivery) -> None:
         m = d.message
@@ -198,7 +205,7 @@ class TaskIntake:
             self._answer(task_id, text, ResultCode.FUNCTION_NOT_ALLOWED, text)
             return
         fut = self.engine.submit(task_id, d.body, headers.resource_specification, headers.result_serializers,
-                                 headers.max_retries)
+                                 headers.max_retries, self.attempts.causes(task_id))
         fut.add_done_callback(partial(self._finished, task_id))
 
     def _finished(self, task_id: str, f: Future) -> None:
@@ -210,4 +217,4 @@ class TaskIntake:
             self._answer(task_id, f"The endpoint's engine failed this task: {exc!r}",
                          ResultCode.UNKNOWN_TASK_FAILURE, f"remote error: {exc!r}")
         else:
-            self.results.put(task_id, f.result())
+            self._put(task_id, f.result())

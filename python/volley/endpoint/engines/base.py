@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import traceback
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -48,6 +49,18 @@ class TaskCancelled(RuntimeError):
 
 class ResourceSpecError(ValueError):
     """A resource specification this engine cannot honour; sent back to the client."""
+
+
+# A task running when the whole agent died runs again at least this many times, whatever
+# max_retries_on_system_failure says.  Such a death is rarely the task's fault (a reboot, an
+# operator, the agent's own memory), and an endpoint that dies must lose nothing; a task that was
+# running at three deaths in a row is the likely cause, and is given up (Dask's
+# ``allowed-failures`` stops a task that keeps killing workers the same way, at 3).
+AGENT_DEATH_RETRIES = 2
+
+
+def _ignore(_task_id: str) -> None:
+    pass
 
 
 def error_result(task_id: str, data: str, code: str, user_message: str, endpoint_id: str | None) -> bytes:
@@ -104,6 +117,9 @@ class Engine:
         self._outstanding = 0
         self._stopping = False
         self.system_failures = 0
+        # told when a task starts running (a worker took it), by engines that know; the agent
+        # records it (volley.endpoint.attempts) to count the task's attempt if the agent dies
+        self.on_start: Callable[[str], None] = _ignore
 
     # --- to implement -----------------------------------------------------------------------
     @property
@@ -153,9 +169,12 @@ class Engine:
         }
 
     def submit(self, task_id: str, body: bytes, resource_specification: dict[str, Any] | None,
-               result_serializers: list[str] | None, max_retries: int | None = None) -> Future:
+               result_serializers: list[str] | None, max_retries: int | None = None,
+               failures: Sequence[str] = ()) -> Future:
         """Run a task; ``max_retries`` (the submission's override) replaces the endpoint's
-        ``max_retries_on_system_failure`` for it when given."""
+        ``max_retries_on_system_failure`` for it when given.  ``failures`` are the causes of
+        attempts already lost (the agent died under them): they count against the limit, which
+        for them is at least :data:`AGENT_DEATH_RETRIES`."""
         out: Future = Future()
         try:
             spec = self.check_resource_specification(dict(resource_specification or {}))
@@ -175,8 +194,23 @@ class Engine:
             self._outstanding += 1
         out.add_done_callback(self._finished)
         limit = self.max_retries if max_retries is None else max_retries
-        self._attempt(out, task_id, body, spec, result_serializers, [], limit)
+        if len(failures) > max(limit, AGENT_DEATH_RETRIES):
+            self.system_failures += 1
+            out.set_result(self._lost_result(
+                task_id, list(failures),
+                f"{limit}; a task the endpoint agent died under runs again at least {AGENT_DEATH_RETRIES} times"))
+        else:
+            self._attempt(out, task_id, body, spec, result_serializers, list(failures), limit)
         return out
+
+    def _lost_result(self, task_id: str, failures: list[str], limit: int | str) -> bytes:
+        last = failures[-1].strip().splitlines()[-1]
+        return error_result(
+            task_id,
+            f"The endpoint lost this task {len(failures)} time(s) "
+            f"(max_retries_on_system_failure={limit}):\n{attempts_text(failures)}",
+            ResultCode.UNKNOWN_TASK_FAILURE, f"remote error: {last}", self.endpoint_id,
+        )
 
     def _finished(self, _f: Future) -> None:
         with self._lock:
@@ -221,13 +255,7 @@ class Engine:
                             len(failures), limit)
                 self._attempt(out, task_id, body, spec, result_serializers, failures, limit)
                 return
-            attempts = attempts_text(failures)
-            out.set_result(error_result(
-                task_id,
-                f"The endpoint's engine lost this task {len(failures)} time(s) "
-                f"(max_retries_on_system_failure={limit}):\n{attempts}",
-                ResultCode.UNKNOWN_TASK_FAILURE, f"remote error: {type(exc).__name__}: {exc}", self.endpoint_id,
-            ))
+            out.set_result(self._lost_result(task_id, failures, limit))
 
         inner.add_done_callback(done)
 

@@ -53,6 +53,7 @@ class ThreadPoolEngine(Engine):
     def _run(self, task_id: str, body: bytes, result_serializers: list[str] | None) -> bytes:
         with self._lock:
             self._busy += 1
+        self.on_start(task_id)
         try:
             return execute_task(task_id, body, change_dir=False, **self.task_kwargs(result_serializers))
         finally:
@@ -117,7 +118,8 @@ class ProcessPoolEngine(Engine):
         super().start()
         common = self.task_kwargs(None)
         del common["result_serializers"]
-        self._pool = WorkerPool(self.max_workers, common, cancelled_error=TaskCancelled)
+        self._pool = WorkerPool(self.max_workers, common, cancelled_error=TaskCancelled,
+                                on_start=lambda task_id: self.on_start(task_id))
         self._pool.start()
 
     def _submit(self, task_id: str, body: bytes, spec: dict[str, Any],

@@ -115,6 +115,7 @@ class _Worker:
         self.held: deque[tuple[str, Future, Task]] = deque()
         self.outbox: queue.SimpleQueue[list[Task] | tuple[str, str] | None] = queue.SimpleQueue()
         self.finished_any = False
+        self.started: str | None = None  # the task last reported to on_start
         self.cancelled: str | None = None  # the running task it was killed to stop
         self.feeder = threading.Thread(target=self._feed, name=f"volley-feed-{index}", daemon=True)
         self.feeder.start()
@@ -129,8 +130,12 @@ class _Worker:
 
 class WorkerPool:
     def __init__(self, size: int, common: dict[str, Any],
-                 cancelled_error: Callable[[str], BaseException] = RuntimeError) -> None:
+                 cancelled_error: Callable[[str], BaseException] = RuntimeError,
+                 on_start: Callable[[str], None] = lambda _task_id: None) -> None:
         self.size = size
+        # told (with the lock held) when a task becomes the first a worker holds: the one it
+        # runs, or will run next once the results before it are sent
+        self.on_start = on_start
         # what a cancelled task's future fails with, given the reason
         self.cancelled_error = cancelled_error
         self.common = common  # execute_task's keyword arguments besides result_serializers
@@ -227,8 +232,11 @@ class WorkerPool:
         return max(1, min(MAX_DEPTH, math.floor(BATCH_S / max(self._mean_s, 1e-6))))
 
     def _dispatch(self) -> None:
-        if not self._waiting or self._stopping:
-            return
+        if self._waiting and not self._stopping:
+            self._hand_out()
+        self._report_starts()
+
+    def _hand_out(self) -> None:
         depth = self._depth()
         for w in sorted(self._workers, key=lambda w: len(w.held)):
             room = depth - len(w.held)
@@ -243,7 +251,17 @@ class WorkerPool:
                 batch.append(item[2])
                 room -= 1
             if batch:
+                self._report_start(w)  # before the worker can run it (and perhaps take the agent down)
                 w.outbox.put(batch)
+
+    def _report_starts(self) -> None:
+        for w in self._workers:
+            self._report_start(w)
+
+    def _report_start(self, w: _Worker) -> None:
+        if w.held and w.held[0][0] != w.started:
+            w.started = w.held[0][0]
+            self.on_start(w.started)
 
     # --- the reader thread --------------------------------------------------------------------
     def _read(self) -> None:
