@@ -4,9 +4,6 @@ both transports.  Marker files prove what ran."""
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +11,7 @@ from typing import Any
 import pytest
 
 import endpoint_helpers as eh
+from task_functions import die_once, touch, touch_then_wait
 from volley import Client, Executor
 from volley.errors import TaskExecutionFailed
 
@@ -38,28 +36,8 @@ def endpoint(request: pytest.FixtureRequest, stack: dict[str, Any]) -> Iterator[
         assert eh.stop(ep) == 0, ep.log
 
 
-def touch_then_wait(started: str, release: str) -> str:
-    Path(started).touch()
-    deadline = time.monotonic() + 600
-    while not os.path.exists(release) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return "released"
-
-
-def touch(marker: str) -> str:
-    Path(marker).touch()
-    return "ran"
-
-
 def double(x: int) -> int:
     return 2 * x
-
-
-def die_once(marker: str, x: int) -> int:
-    if not os.path.exists(marker):
-        Path(marker).touch()
-        os.kill(os.getpid(), signal.SIGKILL)
-    return x + 1
 
 
 def count_and_raise(log: str) -> None:

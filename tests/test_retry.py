@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import endpoint_helpers as eh
+from task_functions import die_once
 from volley import Executor
 from volley.errors import TaskExecutionFailed
 
@@ -33,13 +34,6 @@ def endpoint(request: pytest.FixtureRequest, stack: dict[str, Any]) -> Iterator[
         yield ep.endpoint_id
     finally:
         assert eh.stop(ep) == 0, ep.log
-
-
-def die_once(marker: str, x: int) -> int:
-    if not os.path.exists(marker):
-        Path(marker).touch()
-        os.kill(os.getpid(), signal.SIGKILL)
-    return x + 1
 
 
 def test_executor_override_retries_a_killed_worker(endpoint: str, tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from concurrent.futures import Future, wait
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from endpoint_helpers import wait_for
+from task_functions import touch, touch_then_wait
 from volley.endpoint.engines.base import CancelOutcome, EngineStopped, TaskCancelled
 from volley.endpoint.engines.workers import WorkerLost, WorkerPool
 from volley.endpoint.prefetch import CEILING, MAX_HELD_BYTES, AdaptivePrefetch
@@ -28,20 +28,6 @@ def triple(x: int) -> int:
 
 def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-def touch_then_wait(started: str, release: str) -> str:
-    """Say it started, then run until told to finish (or, if never told, for ten minutes)."""
-    Path(started).touch()
-    deadline = time.monotonic() + 600
-    while not os.path.exists(release) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return "released"
-
-
-def touch(marker: str) -> str:
-    Path(marker).touch()
-    return "ran"
 
 
 def body(fn: object, *args: object) -> tuple[str, bytes]:
