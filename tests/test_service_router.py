@@ -128,6 +128,14 @@ def test_unconfirmed_forward_is_repeated_from_storage(svc: Service) -> None:
     _settled(svc, alice, reg, sentinel)
     queue = sdk_queue(alice, out["task_group_id"])
     assert len(svc.broker.drain(queue)) == 2
+
+    def marked() -> bool:
+        with svc.state.sessions() as s:
+            return s.get(Task, t1).forwarded is True
+
+    # the marks are written together, every MARK_DELAY_S (1 s); then one is lost, as if the
+    # service had died before writing it
+    wait_for(marked, what="the task to be marked forwarded")
     with svc.state.sessions() as s:
         s.get(Task, t1).forwarded = False
         s.commit()
@@ -135,8 +143,7 @@ def test_unconfirmed_forward_is_repeated_from_storage(svc: Service) -> None:
     wait_for(lambda: svc.broker.queue_depth(queue) == 1, what="the repeated forward")
     (fwd,) = svc.broker.drain(queue)
     assert serializer.deserialize(decode(fwd[2]).data) == 1
-    with svc.state.sessions() as s:
-        assert s.get(Task, t1).forwarded is True
+    wait_for(marked, what="the task to be marked forwarded again")
 
 
 def test_bad_heartbeats_are_dead_lettered(svc: Service) -> None:
@@ -172,12 +179,18 @@ def test_a_batch_of_results_is_stored_and_forwarded_together(svc: Service) -> No
 
     batch = [delivery(i, result_body(tid, i)) for i, tid in enumerate(ids)]
     batch += [delivery(10, result_body(ids[0], 999)), delivery(11, result_body(ids[1], error="late"))]
-    plan = ResultRouter(svc.state.gateway, svc.state.sessions)._route(batch)
+    router = ResultRouter(svc.state.gateway, svc.state.sessions)
+    plan = router._route(batch)
     assert plan.rejected == [] and plan.unconfirmed == []
 
     for i, tid in enumerate(ids):
         doc = svc.task(alice, tid)
         assert doc["status"] == "success" and serializer.deserialize(doc["result"]) == i
+    # the forwarded marks are written together, every MARK_DELAY_S: here, now
+    with svc.state.sessions() as s:
+        assert not any(s.get(Task, tid).forwarded for tid in ids)
+    assert router._marks == set(ids)
+    router._mark_now()
     with svc.state.sessions() as s:
         assert all(s.get(Task, tid).forwarded is True for tid in ids)
     forwarded = svc.broker.drain(sdk_queue(alice, out["task_group_id"]))

@@ -82,6 +82,7 @@ class ConsumerLoop(threading.Thread):
             max_batch=1000,
             timeout=1.0,
             on_connected=self._connected,
+            after_wait=self.after_wait,
             # a database that is down (or any bug in handling) must not kill the thread:
             # the batch goes back to the queue and is handled after the back-off
             retry_on=(Exception,),
@@ -105,6 +106,9 @@ class ConsumerLoop(threading.Thread):
 
     def handle(self, consumer: Consumer, batch: Sequence[Delivery]) -> None:
         raise NotImplementedError
+
+    def after_wait(self, consumer: Consumer) -> None:
+        """After every wait for messages, even an empty one (1 s at most)."""
 
 
 @dataclass
@@ -132,6 +136,9 @@ _STORE = (
 )
 # at most this many ids per IN (...): SQLite's bound-parameter limit is far above it
 _IN_CHUNK = 500
+# confirmed forwards are marked in the database together: this often, or this many at once
+MARK_DELAY_S = 1.0
+MARK_BATCH = 5000
 
 
 class ResultRouter(ConsumerLoop):
@@ -141,6 +148,13 @@ class ResultRouter(ConsumerLoop):
                  on_reconnect: Callable[[], None] | None = None) -> None:
         super().__init__(gateway, sessions, on_reconnect=on_reconnect)
         self._publisher: Publisher | None = None
+        # tasks whose forward the broker confirmed, not yet marked ``forwarded`` in the database:
+        # written together every MARK_DELAY_S (or MARK_BATCH marks), after a batch is acked, so
+        # neither a result's latency nor each batch pays an UPDATE and a commit for them.  Lost
+        # in a crash, a mark only means a duplicate of that result is forwarded again, which the
+        # SDK ignores.
+        self._marks: set[str] = set()
+        self._marked_at = time.monotonic()
 
     def _forwarder(self) -> Publisher:
         if self._publisher is None or self._publisher.closed:
@@ -151,8 +165,30 @@ class ResultRouter(ConsumerLoop):
         try:
             super().run()
         finally:
+            try:
+                self._mark_now()
+            except Exception as exc:  # the database is away: duplicates get forwarded again
+                log.warning("could not mark %d forwarded results at exit (%s)", len(self._marks), exc)
             if self._publisher is not None:
                 self._publisher.close()
+
+    def after_wait(self, _consumer: Consumer) -> None:
+        if self._marks and (len(self._marks) >= MARK_BATCH or time.monotonic() - self._marked_at >= MARK_DELAY_S):
+            self._mark_now()
+
+    def _mark_now(self) -> None:
+        if self._marks:
+            with self.sessions() as s:
+                self._write_marks(s)
+                s.commit()
+            self._marks.clear()
+        self._marked_at = time.monotonic()
+
+    def _write_marks(self, s: Session) -> None:
+        """Mark the pending forwards in ``s`` (the caller commits, then clears them)."""
+        confirmed = sorted(self._marks)
+        for i in range(0, len(confirmed), _IN_CHUNK):
+            s.execute(update(_TASKS).where(_TASKS.c.id.in_(confirmed[i : i + _IN_CHUNK])).values(forwarded=True))
 
     def handle(self, consumer: Consumer, batch: Sequence[Delivery]) -> None:
         results = []
@@ -209,13 +245,7 @@ class ResultRouter(ConsumerLoop):
                         d = first[row["tid"]]
                         plan.rejected.append((d, f"the database refused it: {exc.orig}"))
                         plan.forwards = [f for f in plan.forwards if f[0] is not d]
-        confirmed = sorted(self._forward(plan))
-        if confirmed:
-            with self.sessions() as s:
-                for i in range(0, len(confirmed), _IN_CHUNK):
-                    s.execute(update(_TASKS).where(_TASKS.c.id.in_(confirmed[i : i + _IN_CHUNK]))
-                              .values(forwarded=True))
-                s.commit()
+        self._marks |= self._forward(plan)
         return plan
 
     def _plan(self, s: Session, results: Sequence[Delivery]) -> _Plan:
@@ -249,7 +279,7 @@ class ResultRouter(ConsumerLoop):
             first = m.task_id not in seen
             seen.add(m.task_id)
             if not first or task.status in TERMINAL_STATES:
-                if first and not task.forwarded and task.has_queue:
+                if first and not task.forwarded and task.id not in self._marks and task.has_queue:
                     again.append((d, task, queue))
                 # else a duplicate: stored already, forwarded already; acked with the rest
                 continue
