@@ -75,3 +75,23 @@ def test_upstream_client_sees_our_errors(upstream_client: Any) -> None:
     assert ep["result_queue_info"]["queue_publish_kwargs"]["routing_key"] == f"{ep['endpoint_id']}.results"
     assert upstream_client.get_endpoint_status(ep["endpoint_id"])["status"] == "offline"
     upstream_client.delete_endpoint(ep["endpoint_id"])
+
+
+def test_upstream_cancel_stays_local_and_breaks_nothing(upstream_client: Any, endpoint_id: str) -> None:
+    """Upstream's ``cancel()`` only cancels its local future (it says True while the future is
+    pending, even once the task is registered) and the task runs on; our service's cancel routes
+    are not in its API.  The result that comes for the cancelled future must break nothing."""
+    from endpoint_helpers import wait_for
+
+    with gc.Executor(endpoint_id=endpoint_id, client=upstream_client) as ex:
+        fut = ex.submit(triple, 5)
+        # upstream's future has no event for "registered": its task_id appears
+        wait_for(lambda: fut.task_id is not None or fut.done(), 60, "the task to be registered")
+        assert fut.task_id is not None
+        if fut.cancel():  # False only if its result came first
+            assert fut.cancelled()
+        # the task ran anyway, and the executor goes on working after its result arrived
+        wait_for(lambda: upstream_client.get_task(fut.task_id)["status"] == "success", 120,
+                 "the cancelled future's task to complete at the service")
+        assert ex.submit(triple, 7).result(timeout=120) == 21
+    assert upstream_client.get_result(fut.task_id) == 15
