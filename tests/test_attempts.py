@@ -4,6 +4,7 @@ SIGKILLs itself."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -94,7 +95,8 @@ def test_a_torn_or_foreign_line_is_ignored(tmp_path: Path) -> None:
 
 def test_causes_with_newlines_and_tabs_survive_the_rewrite(tmp_path: Path) -> None:
     path = tmp_path / "attempts.log"
-    path.write_text(f"D\t{A}\tline one\\nline\\ttwo \\\\ end\n")
+    cause = "line one\nline\ttwo \\ end"
+    path.write_text(f"D\t{A}\t{json.dumps(cause)}\n")
     log = AttemptLog(path)
     log.close()
     assert AttemptLog(path).causes(A) == ["line one\nline\ttwo \\ end"]
@@ -104,7 +106,7 @@ def test_the_log_is_rewritten_when_it_grows_and_keeps_what_is_open(tmp_path: Pat
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(attempts_mod, "ROTATE_BYTES", 4096)
     path = tmp_path / "attempts.log"
-    path.write_text(f"D\t{A}\tan earlier death\n")
+    path.write_text(f"D\t{A}\t{json.dumps('an earlier death')}\n")
     log = AttemptLog(path)
     log.started(B)  # still running across the rewrites
     for _ in range(500):
@@ -113,7 +115,7 @@ def test_the_log_is_rewritten_when_it_grows_and_keeps_what_is_open(tmp_path: Pat
         log.ended(t)
     assert path.stat().st_size < 4096 + 200
     text = path.read_text()
-    assert f"S\t{B}\t" in text and f"D\t{A}\tan earlier death" in text
+    assert f"S\t{B}\t" in text and f"D\t{A}\t\"an earlier death\"" in text
     # the agent dies now (no clean stop): B counts, A keeps its earlier death
     os.close(log._fd)
     again = AttemptLog(path)

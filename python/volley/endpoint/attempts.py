@@ -13,7 +13,7 @@ the records must survive the agent's death, not the machine's):
 ``S <task id> <time>`` a task started running (a worker took it)
 ``E <task id>``        the task finished (its result is stored or sent) or was answered
 ``X``                  the run stopped cleanly: its unfinished tasks were stopped on purpose
-``D <task id> <text>`` a death of an earlier run, carried over (the cause, escaped)
+``D <task id> <text>`` a death of an earlier run, carried over (the cause, as a JSON string)
 
 On opening, every task started and not finished in a run that did not end cleanly counts one
 death, whose cause names that run's pid; the file is then rewritten with only the ``D`` lines
@@ -24,6 +24,7 @@ counted (Parsl handles the loss of its own workers).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -44,23 +45,6 @@ MAX_TRACKED = 100_000
 
 def _stamp(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
-
-
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
-
-
-def _unescape(text: str) -> str:
-    out, i = [], 0
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text):
-            out.append({"n": "\n", "t": "\t"}.get(text[i + 1], text[i + 1]))
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
 
 
 def _task_id(text: str) -> str | None:
@@ -101,7 +85,9 @@ def read_deaths(lines: list[str], host: str) -> OrderedDict[str, list[str]]:
                     running.pop(task_id, None)
                     deaths.pop(task_id, None)
                 else:
-                    deaths.setdefault(task_id, []).append(_unescape(parts[2]))
+                    cause = json.loads(parts[2])
+                    if isinstance(cause, str):
+                        deaths.setdefault(task_id, []).append(cause)
         except (IndexError, ValueError):
             continue  # a torn or foreign line
     close_run()
@@ -130,7 +116,7 @@ class AttemptLog:
 
     def _rewrite(self) -> None:
         """Replace the file with what is still open; call with the lock held (or from __init__)."""
-        lines = [f"D\t{t}\t{_escape(c)}\n" for t, causes in self._deaths.items() for c in causes]
+        lines = [f"D\t{t}\t{json.dumps(c)}\n" for t, causes in self._deaths.items() for c in causes]
         lines.append(f"R\t{self.pid}\t{self.began}\n")
         lines += [f"S\t{t}\t{s}\n" for t, s in self._running.items()]
         write_private(self.path, "".join(lines), fsync=False)
@@ -162,10 +148,10 @@ class AttemptLog:
     def ended(self, task_id: str) -> None:
         """``task_id`` has its result (or answer): its earlier deaths are settled."""
         with self._lock:
-            if self._running.pop(task_id, None) is None and self._deaths.pop(task_id, None) is None:
-                return  # never started here, no deaths: nothing to write
-            self._deaths.pop(task_id, None)
-            self._append(f"E\t{task_id}\n")
+            ran = self._running.pop(task_id, None) is not None
+            died = self._deaths.pop(task_id, None) is not None
+            if ran or died:  # else never started here and no deaths: nothing to write
+                self._append(f"E\t{task_id}\n")
 
     def close(self) -> None:
         """A clean stop: the tasks still running were stopped on purpose and do not count."""
