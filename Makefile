@@ -19,7 +19,7 @@ test-rust:
 	cargo test --quiet
 
 test-python:
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=25
 
 lint: setup test-lint
 

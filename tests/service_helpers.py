@@ -258,6 +258,17 @@ def endpoint_publish_result(svc: Service, reg: dict[str, Any], body: bytes) -> N
     svc.broker.publish(kw["exchange"], kw["routing_key"], body, url=reg["result_queue_info"]["connection_url"])
 
 
+def endpoint_publish_batch(svc: Service, reg: dict[str, Any], bodies: list[bytes]) -> bytes:
+    """Publish packed results as one batch message, as a Volley endpoint does; the body sent."""
+    from volley.protocol.batches import BATCH_HEADER, pack_batch
+
+    kw = reg["result_queue_info"]["queue_publish_kwargs"]
+    body = pack_batch(bodies)
+    svc.broker.publish(kw["exchange"], kw["routing_key"], body, url=reg["result_queue_info"]["connection_url"],
+                       headers={BATCH_HEADER: len(bodies)})
+    return body
+
+
 def sdk_queue(user: User, task_group_id: str) -> str:
     return topo.sdk_queue_prefix(user.id) + task_group_id
 

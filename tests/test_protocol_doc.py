@@ -106,3 +106,13 @@ def test_limits_are_the_constants() -> None:
     payload = next(v for k, v in rows.items() if k.startswith("payload"))
     assert payload.startswith(f"{topology.MAX_PAYLOAD_SIZE // 2**20} MiB") and "MAX_PAYLOAD_SIZE" in payload
     assert rows["broker message"].startswith(f"{topology.MAX_MESSAGE_SIZE // 2**20} MiB")
+
+
+def test_result_batches_are_the_code() -> None:
+    from volley.protocol import batches
+
+    text = section("Result batches")
+    assert f'"{batches.CAPABILITY}": true' in text
+    assert f"`{batches.BATCH_HEADER}`" in text
+    assert batches.MAX_BATCH_BYTES == 1024 * 1024 and "1 MiB" in text
+    assert batches.pack_batch([b"ab"]) == b"\x00\x00\x00\x02ab"  # "a 4-byte big-endian length"

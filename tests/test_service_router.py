@@ -15,6 +15,7 @@ import pytest
 from service_helpers import (
     Service,
     User,
+    endpoint_publish_batch,
     endpoint_publish_result,
     heartbeat_body,
     result_body,
@@ -23,6 +24,7 @@ from service_helpers import (
     wait_for,
 )
 from volley.protocol import topology as topo
+from volley.protocol.batches import BATCH_HEADER, pack_batch
 from volley.protocol.messages import decode, pack_status_report, pack_task
 from volley.service.models import Task
 
@@ -195,3 +197,63 @@ def test_a_batch_of_results_is_stored_and_forwarded_together(svc: Service) -> No
         assert all(s.get(Task, tid).forwarded is True for tid in ids)
     forwarded = svc.broker.drain(sdk_queue(alice, out["task_group_id"]))
     assert sorted(decode(b).task_id for _m, _p, b in forwarded) == sorted(ids)
+
+
+def test_a_result_batch_is_stored_forwarded_and_acked_as_its_results(svc: Service) -> None:
+    """A Volley endpoint's batch message: every result in it stored and forwarded on its own,
+    byte for byte; the message acked once (nothing left in ``results``, nothing dead)."""
+    alice, reg, out, ids = _setup(svc, 5)
+    svc.broker.drain(topo.DEAD_LETTER_QUEUE)
+    bodies = [result_body(tid, i) for i, tid in enumerate(ids[:4])]
+    endpoint_publish_batch(svc, reg, bodies)
+    _settled(svc, alice, reg, ids[4])
+    for i, tid in enumerate(ids[:4]):
+        doc = svc.task(alice, tid)
+        assert doc["status"] == "success" and serializer.deserialize(doc["result"]) == i
+    forwarded = svc.broker.drain(sdk_queue(alice, out["task_group_id"]))
+    assert [b for _m, _p, b in forwarded] == [*bodies, result_body(ids[4], "sentinel")]
+    assert svc.broker.queue_depth(topo.RESULTS_QUEUE) == 0
+    assert svc.broker.drain(topo.DEAD_LETTER_QUEUE) == []
+
+
+def test_a_batch_with_a_refused_result_keeps_the_rest_and_is_dead_lettered_whole(
+    svc: Service, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One bad result in a batch (not decodable, unknown task, not a result) does not cost the
+    good ones: they are stored and forwarded; the batch lands in the dead-letter queue once,
+    with one log line naming every refused result."""
+    alice, reg, out, (t1, t2, sentinel) = _setup(svc, 3)
+    svc.broker.drain(topo.DEAD_LETTER_QUEUE)
+    caplog.set_level(logging.WARNING, logger="volley.service.router")
+    unknown = "00000000-0000-4000-8000-000000000000"
+    bodies = [result_body(t1, 1), b"\x00garbage", result_body(unknown, 2), pack_task(t2, "4\n01\nx"),
+              result_body(t2, 2)]
+    body = endpoint_publish_batch(svc, reg, bodies)
+    _settled(svc, alice, reg, sentinel)
+    assert [svc.task(alice, t)["status"] for t in (t1, t2)] == ["success", "success"]
+    forwarded = svc.broker.drain(sdk_queue(alice, out["task_group_id"]))
+    assert [decode(b).task_id for _m, _p, b in forwarded] == [t1, t2, sentinel]
+    (dead,) = svc.broker.drain(topo.DEAD_LETTER_QUEUE)
+    assert dead[2] == body and dead[1].headers[BATCH_HEADER] == 5
+    (line,) = [r.getMessage() for r in caplog.records if "dead-lettering" in r.getMessage()]
+    assert "result 2 of 5" in line and "result 4 of 5" in line and "unknown task id" in line
+    assert svc.broker.queue_depth(topo.RESULTS_QUEUE) == 0
+
+
+@pytest.mark.parametrize("count, body, why", [
+    (3, pack_batch([b"a", b"b"]), "the header announced 3 result(s), the body holds 2"),
+    (1, pack_batch([b"a", b"b"]), "follow the 1 result(s)"),
+    (2, pack_batch([b"a", b"b"])[:-1], "result 2: declares 1 bytes but only 0 remain"),
+    ("2", pack_batch([b"a", b"b"]), "must be a positive integer"),
+])
+def test_a_malformed_batch_is_dead_lettered(svc: Service, caplog: pytest.LogCaptureFixture,
+                                           count: Any, body: bytes, why: str) -> None:
+    alice, reg, _out, (sentinel,) = _setup(svc, 1)
+    svc.broker.drain(topo.DEAD_LETTER_QUEUE)
+    caplog.set_level(logging.WARNING, logger="volley.service.router")
+    kw = reg["result_queue_info"]["queue_publish_kwargs"]
+    svc.broker.publish(kw["exchange"], kw["routing_key"], body, url=reg["result_queue_info"]["connection_url"],
+                       headers={BATCH_HEADER: count})
+    _settled(svc, alice, reg, sentinel)
+    assert [b for _m, _p, b in svc.broker.drain(topo.DEAD_LETTER_QUEUE)] == [body]
+    assert any(why in r.getMessage() for r in caplog.records if "not a valid result batch" in r.getMessage())

@@ -52,6 +52,7 @@ from volley.endpoint.results import ResultSender
 from volley.endpoint.store import ResultStore
 from volley.private_files import private_dir, private_file, write_private
 from volley.protocol import topology as topo
+from volley.protocol.batches import CAPABILITY as BATCH_CAPABILITY
 from volley.transport import Publisher, open_publisher
 from volley.transport.reconnect import GaveUp, Outage, ReconnectPolicy
 from volley.version import __version__
@@ -168,8 +169,11 @@ class Agent:
                                                           (results_route[0], heartbeats_route[0]))
         if publisher is None:
             return  # stopped while waiting for the broker
+        # Volley's service reads several results per message; upstream's would not, and never
+        # offers it
         results = self.results = ResultSender(publisher, results_route, self.store, self.book.confirmed,
-                                              endpoint_id=eid)
+                                              endpoint_id=eid,
+                                              batches=reg["result_queue_info"].get(BATCH_CAPABILITY) is True)
         intake = self.intake = TaskIntake(
             self.name, eid, reg["task_queue_info"], amqp=self._amqp(), prefetch=self.prefetch,
             engine=engine, book=self.book, results=results, attempts=attempts, stored=self.store.has,

@@ -5,6 +5,10 @@ of up to 500 and waits for the broker's confirms together.  A confirmed result i
 ``on_confirmed`` (the task's delivery is then acked).  One the broker did not confirm (an
 outage, a full ``results`` queue) goes to ``unacked_results/`` and is re-sent every
 ``RESEND_PERIOD`` seconds until it is; its task is not run again meanwhile.
+
+When the service reads result batches (``volley.protocol.batches``), the results of one batch
+travel several to a message, up to ``MAX_BATCH_BYTES`` each; the broker's one confirm then
+settles all of them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Callable
 from volley.endpoint.engines.base import error_result
 from volley.endpoint.store import ResultStore
 from volley.protocol import topology as topo
+from volley.protocol.batches import BATCH_HEADER, MAX_BATCH_BYTES, pack_batch
 from volley.protocol.codes import ResultCode
 from volley.protocol.outcomes import ACK
 from volley.transport import Publisher
@@ -31,9 +36,11 @@ BATCH = 500
 
 class ResultSender:
     def __init__(self, publisher: Publisher, route: tuple[str, str], store: ResultStore,
-                 on_confirmed: Callable[[str], None], *, endpoint_id: str | None = None) -> None:
+                 on_confirmed: Callable[[str], None], *, endpoint_id: str | None = None,
+                 batches: bool = False) -> None:
         self.publisher = publisher
         self.endpoint_id = endpoint_id
+        self.batches = batches
         self.exchange, self.routing_key = route
         self.store = store
         self.on_confirmed = on_confirmed
@@ -70,20 +77,41 @@ class ResultSender:
         return error_result(task_id, text, ResultCode.MAX_RESULT_SIZE_EXCEEDED, f"remote error: {text}",
                             self.endpoint_id)
 
+    def _messages(self, bodies: list[bytes]) -> list[tuple[int, bytes, dict[str, int] | None]]:
+        """The messages that carry ``bodies``, in order: ``(how many results, body, headers)``.
+        Without batches, one result each; with them, as many as fit in ``MAX_BATCH_BYTES``
+        (a lone result goes as a plain message, which any reader takes)."""
+        if not self.batches:
+            return [(1, body, None) for body in bodies]
+        groups: list[list[bytes]] = []
+        size = MAX_BATCH_BYTES
+        for body in bodies:
+            if size + len(body) > MAX_BATCH_BYTES:
+                groups.append([])
+                size = 0
+            groups[-1].append(body)
+            size += len(body)
+        return [(1, group[0], None) if len(group) == 1 else (len(group), pack_batch(group), {BATCH_HEADER: len(group)})
+                for group in groups]
+
     def _publish(self, items: list[tuple[str, bytes]]) -> list[bool]:
         items = [(task_id, self._within_limit(task_id, body)) for task_id, body in items]
+        messages = self._messages([body for _, body in items])
+        now = int(time.time())
         try:
             outcomes = self.publisher.publish_batch(
-                [(self.exchange, self.routing_key, body, None, int(time.time())) for _, body in items],
+                [(self.exchange, self.routing_key, body, headers, now) for _, body, headers in messages],
                 mandatory=True,
             )
         except (ConnectionError, TimeoutError) as exc:
             log.error("could not publish %d result(s): %s", len(items), exc)
             return [False] * len(items)
-        for (task_id, _), outcome in zip(items, outcomes, strict=True):
+        # one outcome per message: it holds for every result the message carries
+        per_result = [outcome for (n, _, _), outcome in zip(messages, outcomes, strict=True) for _ in range(n)]
+        for (task_id, _), outcome in zip(items, per_result, strict=True):
             if outcome != ACK:
                 log.error("the broker did not accept the result of %s (%s)", task_id, outcome)
-        return [o == ACK for o in outcomes]
+        return [o == ACK for o in per_result]
 
     def _send(self, items: list[tuple[str, bytes]]) -> None:
         for (task_id, body), ok in zip(items, self._publish(items), strict=True):

@@ -6,6 +6,11 @@ a result for a task that is already complete changes nothing (it is only forward
 first forward was never confirmed, and then from what is stored).  Anything that is not a valid
 ``Result`` for a known task of the publishing endpoint is dead-lettered with a log line, never
 requeued; so is a result the database refuses to store.
+
+A result batch from a Volley endpoint (``volley.protocol.batches``) is handled as its results,
+each as if it had come alone, and settled once: requeued if any of its forwards was not
+confirmed, else dead-lettered (whole, with every reason logged) if any result in it was refused,
+else acked.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from volley.protocol import topology as topo
-from volley.protocol.codec import pack_result
+from volley.protocol.batches import BATCH_HEADER, InvalidBatch, unpack_batch
+from volley.protocol.codec import InvalidMessageError, WireMessage, decode, pack_result
 from volley.protocol.codes import ResultCode
 from volley.protocol.outcomes import ACK
 from volley.service.gateway import BrokerGateway
@@ -46,10 +52,57 @@ def _is_data_error(exc: DBAPIError) -> bool:
     return isinstance(exc, DataError | IntegrityError | ProgrammingError)
 
 
-def _task_id(d: Delivery) -> str:
+def _task_id(d: Delivery | _Part) -> str:
     """The task id of a delivery ``ResultRouter.handle`` accepted as a result."""
     assert d.message is not None and d.message.task_id is not None
     return d.message.task_id
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One result of a batch message, routed as if it had come alone; its ``delivery`` (the
+    batch) is what gets settled."""
+
+    delivery: Delivery
+    body: bytes
+    message: WireMessage
+
+    @property
+    def routing_key(self) -> str:
+        return self.delivery.routing_key
+
+
+def _outer(item: Delivery | _Part) -> Delivery:
+    """The delivery that settles ``item``."""
+    return item.delivery if isinstance(item, _Part) else item
+
+
+def results_of(d: Delivery) -> tuple[list[Delivery | _Part], list[str]]:
+    """The results a delivery carries (itself, or the parts of a batch) and why any of it is
+    refused."""
+    count = d.headers.get(BATCH_HEADER) if d.headers else None
+    if count is None:
+        m = d.message
+        if m is None or m.kind != "result":
+            return [], [d.invalid or f"a {m.kind if m else None!r} message is not a result"]
+        return [d], []
+    try:
+        bodies = unpack_batch(d.body, count)
+    except InvalidBatch as exc:
+        return [], [f"not a valid result batch: {exc}"]
+    parts: list[Delivery | _Part] = []
+    refused: list[str] = []
+    for i, body in enumerate(bodies, 1):
+        try:
+            m = decode(body)
+        except InvalidMessageError as exc:
+            refused.append(f"result {i} of {count} in the batch: {exc}")
+            continue
+        if m.kind != "result":
+            refused.append(f"result {i} of {count} in the batch: a {m.kind!r} message is not a result")
+            continue
+        parts.append(_Part(d, body, m))
+    return parts, refused
 
 
 def dead_letter(consumer: Consumer, delivery: Any, why: str) -> None:
@@ -191,30 +244,30 @@ class ResultRouter(ConsumerLoop):
             s.execute(update(_TASKS).where(_TASKS.c.id.in_(confirmed[i : i + _IN_CHUNK])).values(forwarded=True))
 
     def handle(self, consumer: Consumer, batch: Sequence[Delivery]) -> None:
-        results = []
+        results: list[Delivery | _Part] = []
+        refused: dict[int, list[str]] = {}  # id(delivery) -> why (some of) it is refused
         for d in batch:
-            m = d.message
-            if m is None or m.kind != "result":
-                dead_letter(consumer, d, d.invalid or f"a {m.kind if m else None!r} message is not a result")
-            else:
-                results.append(d)
-        if not results:
+            items, reasons = results_of(d)
+            results += items
+            if reasons:
+                refused[id(d)] = reasons
+        plan = self._route(results) if results else _Plan()
+        for item, why in plan.rejected:
+            refused.setdefault(id(_outer(item)), []).append(why)
+        # stored, but not delivered to the SDK: a redelivery forwards it from the database
+        retry = {id(_outer(item)) for item in plan.unconfirmed}
+        if not refused and not retry:
+            consumer.ack_through(batch[-1].tag)
             return
-        plan = self._route(results)
-        for d, why in plan.rejected:
-            dead_letter(consumer, d, why)
-        for d in plan.unconfirmed:
-            # stored, but not delivered to the SDK: a redelivery forwards it from the database
-            consumer.nack(d.tag, requeue=True)
-        if plan.unconfirmed or plan.rejected:
-            settled = {id(d) for d in plan.unconfirmed} | {id(d) for d, _ in plan.rejected}
-            for d in results:
-                if id(d) not in settled:
-                    consumer.ack(d.tag)
-        else:
-            consumer.ack_through(max(d.tag for d in results))
+        for d in batch:
+            if id(d) in retry:
+                consumer.nack(d.tag, requeue=True)
+            elif id(d) in refused:
+                dead_letter(consumer, d, "; ".join(refused[id(d)]))
+            else:
+                consumer.ack(d.tag)
 
-    def _route(self, results: Sequence[Delivery]) -> _Plan:
+    def _route(self, results: Sequence[Delivery | _Part]) -> _Plan:
         """Store the batch's results in one commit, then forward them to the SDK queues, then
         mark what the broker confirmed as ``forwarded``.  Storing first means a result the SDK
         holds is always one the REST API serves too (a client may ask for it at once)."""
@@ -248,7 +301,7 @@ class ResultRouter(ConsumerLoop):
         self._marks |= self._forward(plan)
         return plan
 
-    def _plan(self, s: Session, results: Sequence[Delivery]) -> _Plan:
+    def _plan(self, s: Session, results: Sequence[Delivery | _Part]) -> _Plan:
         """Decide, from the stored tasks, what each result calls for (no writes)."""
         out = _Plan()
         now = time.time()

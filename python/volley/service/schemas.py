@@ -102,6 +102,8 @@ class QueueInfo(TypedDict):
     exchange: str
     queue: str
     queue_publish_kwargs: NotRequired[PublishKwargs]
+    # result_queue_info only: the service reads result batches (volley.protocol.batches)
+    volley_result_batches: NotRequired[bool]
 
 
 class EndpointRegistered(TypedDict):

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from volley.protocol import topology as topo
+from volley.protocol.batches import CAPABILITY as BATCH_CAPABILITY
 from volley.protocol.codec import pack_result
 from volley.protocol.codes import ApiCode, ResultCode
 from volley.protocol.outcomes import ACK
@@ -109,9 +110,10 @@ def _register(c: Caller, body: EndpointBody, endpoint_id: str | None) -> Endpoin
     return {
         "endpoint_id": ep.id,
         "task_queue_info": topo.queue_info(url, topo.TASKS_EXCHANGE, topo.task_queue(ep.id)),  # type: ignore[typeddict-item]
+        # the result router reads several results per message: Volley's endpoints send them so
         "result_queue_info": topo.queue_info(  # type: ignore[typeddict-item]
             url, topo.RESULTS_EXCHANGE, topo.RESULTS_QUEUE, topo.results_routing_key(ep.id)
-        ),
+        ) | {BATCH_CAPABILITY: True},
         "heartbeat_queue_info": topo.queue_info(  # type: ignore[typeddict-item]
             url, topo.HEARTBEATS_EXCHANGE, topo.HEARTBEATS_QUEUE, topo.heartbeats_routing_key(ep.id)
         ),
