@@ -1,6 +1,10 @@
 """Benchmark 1: result ingestion.  N packed ``Result``s already sit in a task group's queue; how
 fast do they become resolved futures?
 
+The queue holds what the service's router sends a Volley SDK: result batches of ``ROUTE_CHUNK``
+(1,000) results, at most 1 MiB each (docs/protocol.md, "Result batches").  The ``_single``
+variant holds one result per message, what an upstream SDK gets.
+
 * ``bench_ingest_futures[native|python]``: the SDK's real ``ResultWatcher`` (consumer, decode,
   matching, ``deserialize``, ``set_result``) with every future registered before it starts;
   the clock runs from ``start()`` until the last future is resolved (connection set-up included).
@@ -23,10 +27,12 @@ import pytest
 from cputime import cpu_seconds
 from stacks import BenchStack, wait_until_idle
 
+from volley.protocol.batches import BATCH_HEADER, messages_for
 from volley.protocol.messages import pack_result
 from volley.sdk.future import ComputeFuture
 from volley.sdk.watcher import ResultWatcher
 from volley.serialize import ComputeSerializer
+from volley.service.router import ROUTE_CHUNK
 from volley.transport import open_consumer, open_publisher
 
 TRANSPORTS = ("native", "python")
@@ -34,9 +40,10 @@ PUBLISH_CHUNK = 5_000
 
 
 class FilledQueue:
-    """A task-group queue holding ``n`` packed results (what the service forwards to an SDK)."""
+    """A task-group queue holding ``n`` packed results, as the service forwards them to an SDK:
+    ``batches`` as to Volley's SDK, else one per message."""
 
-    def __init__(self, stack: BenchStack, n: int) -> None:
+    def __init__(self, stack: BenchStack, n: int, *, batches: bool = True) -> None:
         self.stack = stack
         self.client = stack.client()
         info = self.client.get_result_amqp_url()
@@ -49,9 +56,12 @@ class FilledQueue:
         data = ComputeSerializer().serialize(None)  # what a no-op task returns
         self.task_ids = [str(uuid.uuid4()) for _ in range(n)]
         now = int(time.time())
+        per_message = ROUTE_CHUNK if batches else 1
         for i in range(0, n, PUBLISH_CHUNK):
-            chunk = [("", self.queue, pack_result(tid, data), None, now)
-                     for tid in self.task_ids[i : i + PUBLISH_CHUNK]]
+            bodies = [pack_result(tid, data) for tid in self.task_ids[i : i + PUBLISH_CHUNK]]
+            chunk = [("", self.queue, body, headers, now)
+                     for j in range(0, len(bodies), per_message)
+                     for _n, body, headers in messages_for(bodies[j : j + per_message])]
             outcomes = self._admin.publish_batch(chunk, timeout=120)
             assert set(outcomes) == {"ack"}, "the broker refused benchmark results"
 
@@ -101,7 +111,7 @@ def _drain(filled: FilledQueue, transport: str) -> dict[str, Any]:
             batch = consumer.next_batch(4096, timeout=5.0)
             if not batch:
                 raise AssertionError(f"queue ran dry after {got} deliveries")
-            got += len(batch)
+            got += sum(d.headers.get(BATCH_HEADER, 1) if d.headers else 1 for d in batch)
             batches += 1
             consumer.ack_through(batch[-1].tag)
         elapsed = time.perf_counter() - t0
@@ -110,7 +120,7 @@ def _drain(filled: FilledQueue, transport: str) -> dict[str, Any]:
     return {"seconds": elapsed, "results": got, "batches": batches}
 
 
-def _run(benchmark: Any, stacks: Any, sizes: Any, transport: str, fn: Any) -> None:
+def _run(benchmark: Any, stacks: Any, sizes: Any, transport: str, fn: Any, *, batches: bool = True) -> None:
     stack = stacks.get("native")
     broker_pid = stack.broker_pid()
     state: dict[str, Any] = {}
@@ -120,7 +130,7 @@ def _run(benchmark: Any, stacks: Any, sizes: Any, transport: str, fn: Any) -> No
     def setup() -> tuple[tuple, dict]:
         if "filled" in state:
             state.pop("filled").delete()
-        state["filled"] = FilledQueue(stack, sizes.ingest_results)
+        state["filled"] = FilledQueue(stack, sizes.ingest_results, batches=batches)
         # after filling (and deleting the last round's queue) the broker goes on writing and
         # compacting for a while; that work must not be billed to this round
         wait_until_idle(broker_pid)
@@ -145,6 +155,7 @@ def _run(benchmark: Any, stacks: Any, sizes: Any, transport: str, fn: Any) -> No
     rate = statistics.median(rates)
     benchmark.extra_info.update(
         transport=transport,
+        batches=batches,
         results=sizes.ingest_results,
         rounds=len(rates),
         rates_per_s=rates,
@@ -165,3 +176,9 @@ def bench_ingest_futures(benchmark: Any, stacks: Any, sizes: Any, transport: str
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def bench_raw_drain(benchmark: Any, stacks: Any, sizes: Any, transport: str) -> None:
     _run(benchmark, stacks, sizes, transport, _drain)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def bench_ingest_futures_single(benchmark: Any, stacks: Any, sizes: Any, transport: str) -> None:
+    """One result per message: what an upstream SDK (or any SDK before result batches) gets."""
+    _run(benchmark, stacks, sizes, transport, _ingest, batches=False)

@@ -20,6 +20,7 @@ use lapin::{Channel, Connection};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
+use crate::batches::{self, Part};
 use crate::codec::{self, Message};
 use crate::connect::{op_error, ConnectSpec};
 use crate::error::{CoreError, Result};
@@ -53,8 +54,11 @@ pub struct RawDelivery {
     pub timestamp: Option<u64>,
     pub headers: Headers,
     pub body: Vec<u8>,
-    /// `None` when decoding is off; else the message or why it is invalid.
+    /// `None` when decoding is off or the delivery is a result batch; else the message or why
+    /// it is invalid.
     pub decoded: Option<std::result::Result<Message, String>>,
+    /// A result batch, when decoding: its results, or why the body does not split.
+    pub batch: Option<std::result::Result<Vec<Part>, String>>,
 }
 
 /// Outcome of one bounded wait.
@@ -444,7 +448,14 @@ fn convert(delivery: lapin::message::Delivery, tag: u64, decode: bool) -> RawDel
         .map(headers::from_field_table)
         .unwrap_or_default();
     let timestamp = *props.timestamp();
-    let decoded = decode.then(|| codec::decode(&delivery.data).map_err(|e| e.to_string()));
+    let count = if decode {
+        batches::batch_count(&headers)
+    } else {
+        None
+    };
+    let batch = count.map(|count| batches::decode_batch(&delivery.data, count));
+    let decoded = (decode && batch.is_none())
+        .then(|| codec::decode(&delivery.data).map_err(|e| e.to_string()));
     RawDelivery {
         tag,
         redelivered: delivery.redelivered,
@@ -453,6 +464,7 @@ fn convert(delivery: lapin::message::Delivery, tag: u64, decode: bool) -> RawDel
         timestamp,
         headers,
         decoded,
+        batch,
         body: delivery.data,
     }
 }
@@ -562,6 +574,7 @@ mod tests {
             headers: Vec::new(),
             body: Vec::new(),
             decoded: None,
+            batch: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //!
 //! Nothing outside `py/` knows about Python; `cargo test` runs without an interpreter.
 
+pub mod batches;
 pub mod codec;
 pub mod connect;
 pub mod consumer;

@@ -58,7 +58,8 @@ def test_len_bool_and_prepare_layout() -> None:
     assert len(b) == 2
     data = b.prepare()
     assert list(data) == ["create_queue", "tasks", "task_group_id", "resource_specification",
-                          "user_endpoint_config", "user_runtime", "result_serializers"]
+                          "user_endpoint_config", "user_runtime", "result_serializers",
+                          "volley_result_batches"]  # Volley's own, last
     assert data["create_queue"] is True and data["task_group_id"] == str(tg)
     assert len(data["tasks"][FN]) == 2
     assert data["user_runtime"]["python"]["version_tuple"][0] == 3

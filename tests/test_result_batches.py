@@ -4,6 +4,7 @@ groups results into messages, and a batch sent through the real broker to the re
 from __future__ import annotations
 
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service_helpers import Service, result_body, sdk_queue, serializer, wait_for
+from service_helpers import (
+    Service,
+    endpoint_publish_batch,
+    result_body,
+    sdk_queue,
+    serializer,
+    wait_for,
+)
 from volley.endpoint.results import ResultSender
 from volley.endpoint.store import ResultStore
 from volley.protocol import topology as topo
@@ -20,6 +28,8 @@ from volley.protocol.batches import (
     CAPABILITY,
     MAX_BATCH_BYTES,
     InvalidBatch,
+    decode_batch,
+    messages_for,
     pack_batch,
     unpack_batch,
 )
@@ -44,15 +54,10 @@ def test_a_malformed_batch_is_refused(count: Any, body: bytes) -> None:
         unpack_batch(body, count)
 
 
-def _sender(batches: bool) -> ResultSender:
-    return ResultSender(None, ("results", "e.results"), None, lambda _t: None, batches=batches)  # type: ignore[arg-type]
-
-
 def test_results_are_grouped_up_to_the_size_limit_and_a_lone_one_goes_plain() -> None:
     small, big = b"s" * 1000, b"b" * (MAX_BATCH_BYTES - 10)
-    assert _sender(False)._messages([small, small]) == [(1, small, None), (1, small, None)]
-    assert _sender(True)._messages([small]) == [(1, small, None)]
-    grouped = _sender(True)._messages([small, small, small, big, small, b"x" * (MAX_BATCH_BYTES + 1)])
+    assert messages_for([small]) == [(1, small, None)]
+    grouped = messages_for([small, small, small, big, small, b"x" * (MAX_BATCH_BYTES + 1)])
     assert [(n, headers) for n, _b, headers in grouped] == [
         (3, {BATCH_HEADER: 3}), (1, None), (1, None), (1, None),
     ]
@@ -116,3 +121,84 @@ def test_an_endpoint_sends_a_burst_of_results_as_one_message(svc: Service, tmp_p
     forwarded = svc.broker.drain(sdk_queue(alice, out["task_group_id"]))
     assert [decode(b).task_id for _m, _p, b in forwarded] == ids
     assert svc.broker.queue_depth(topo.RESULTS_QUEUE) == 0
+
+
+@pytest.mark.parametrize("reader", ["volley", "upstream"])
+def test_the_router_forwards_batches_only_to_an_sdk_that_reads_them(svc: Service, reader: str) -> None:
+    """A group submitted with ``volley_result_batches`` (Volley's SDK) gets a batch of results as
+    one message; a group an upstream SDK submitted gets them one per message, byte for byte.
+    A reload (GET /v2/taskgroup) says again who reads the queue."""
+    alice = svc.new_user()
+    fid = svc.register_function(alice)
+    reg = svc.register_endpoint(alice)
+    extra = {"volley_result_batches": True} if reader == "volley" else {}
+    out = svc.submit(alice, reg["endpoint_id"], fid, *[(i,) for i in range(6)], **extra)
+    svc.broker.drain(f"{reg['endpoint_id']}.tasks")
+    ids = out["tasks"][fid]
+    queue = sdk_queue(alice, out["task_group_id"])
+    bodies = [result_body(tid, i) for i, tid in enumerate(ids)]
+    endpoint_publish_batch(svc, reg, bodies[:3])
+    wait_for(lambda: svc.broker.queue_depth(queue) >= (1 if reader == "volley" else 3), what="the forwards")
+    forwarded = svc.broker.drain(queue)
+    if reader == "volley":
+        ((_m, props, body),) = forwarded
+        assert props.headers == {BATCH_HEADER: 3} and unpack_batch(body, 3) == bodies[:3]
+    else:
+        assert [b for _m, p, b in forwarded] == bodies[:3]
+        assert all(not p.headers for _m, p, _b in forwarded)
+    # the other kind of SDK reloads the group: from now on the router sends what it reads
+    flip = {} if reader == "volley" else {"volley_result_batches": "true"}
+    r = svc.client.get(f"/v2/taskgroup/{out['task_group_id']}", params=flip, headers=alice.headers)
+    assert r.status_code == 200, r.text
+    endpoint_publish_batch(svc, reg, bodies[3:])
+    wait_for(lambda: svc.broker.queue_depth(queue) >= (3 if reader == "volley" else 1), what="the forwards")
+    forwarded = svc.broker.drain(queue)
+    if reader == "volley":
+        assert [b for _m, _p, b in forwarded] == bodies[3:]
+    else:
+        ((_m, props, body),) = forwarded
+        assert props.headers == {BATCH_HEADER: 3} and unpack_batch(body, 3) == bodies[3:]
+    assert svc.broker.queue_depth(topo.RESULTS_QUEUE) == 0
+
+
+class Settled:
+    """What a watcher did with deliveries: the tags it dead-lettered."""
+
+    def __init__(self) -> None:
+        self.dead: list[int] = []
+
+    def nack(self, tag: int, *, requeue: bool) -> None:
+        assert not requeue
+        self.dead.append(tag)
+
+
+def test_the_sdk_resolves_every_future_of_a_batch_and_dead_letters_a_bad_one() -> None:
+    from volley.protocol.messages import pack_result
+    from volley.sdk.future import ComputeFuture
+    from volley.sdk.watcher import ResultWatcher
+    from volley.serialize import ComputeSerializer
+    from volley.transport.base import PikaDelivery
+
+    class Offline:
+        fx_serializer = ComputeSerializer()
+        ca_file = None
+
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    bodies = [pack_result(tid, ComputeSerializer().serialize(i * 10)) for i, tid in enumerate(ids)]
+    w = ResultWatcher(str(uuid.uuid4()), Offline(), transport="python", port=None)
+    futures = [ComputeFuture(tid) for tid in ids]
+    for f in futures:
+        w._open[f.task_id] = f
+
+    def delivery(tag: int, body: bytes, headers: dict[str, Any]) -> PikaDelivery:
+        # as the pure-Python consumer hands out a result batch
+        parts = decode_batch(body, headers[BATCH_HEADER], decode)
+        return PikaDelivery(tag, False, "", "q", 1700000000, headers, body, None, None, parts)
+
+    settled = Settled()
+    w._handle(settled, [
+        delivery(1, pack_batch(bodies[:3]), {BATCH_HEADER: 3}),
+        delivery(2, pack_batch([bodies[3], b"junk"]), {BATCH_HEADER: 2}),
+    ])
+    assert [f.result(timeout=5) for f in futures[:3]] == [0, 10, 20]
+    assert settled.dead == [2] and not futures[3].done()  # the rest is still awaited

@@ -257,3 +257,19 @@ def test_a_malformed_batch_is_dead_lettered(svc: Service, caplog: pytest.LogCapt
     _settled(svc, alice, reg, sentinel)
     assert [b for _m, _p, b in svc.broker.drain(topo.DEAD_LETTER_QUEUE)] == [body]
     assert any(why in r.getMessage() for r in caplog.records if "not a valid result batch" in r.getMessage())
+
+
+def test_results_beyond_one_transaction_are_routed_in_chunks(svc: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch messages can bring the router many thousand results at once: it routes them
+    ROUTE_CHUNK at a time (here 2), and still settles each message once, after all of them."""
+    import volley.service.router as router
+
+    monkeypatch.setattr(router, "ROUTE_CHUNK", 2)
+    alice, reg, out, ids = _setup(svc, 6)
+    svc.broker.drain(topo.DEAD_LETTER_QUEUE)
+    endpoint_publish_batch(svc, reg, [result_body(tid, i) for i, tid in enumerate(ids[:5])])
+    _settled(svc, alice, reg, ids[5])
+    assert [serializer.deserialize(svc.task(alice, t)["result"]) for t in ids[:5]] == [0, 1, 2, 3, 4]
+    forwarded = svc.broker.drain(sdk_queue(alice, out["task_group_id"]))
+    assert [decode(b).task_id for _m, _p, b in forwarded] == ids
+    assert svc.broker.queue_depth(topo.RESULTS_QUEUE) == 0 and svc.broker.drain(topo.DEAD_LETTER_QUEUE) == []

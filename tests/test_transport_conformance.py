@@ -145,6 +145,45 @@ def test_invalid_message_is_reported_and_dead_lettered(broker: BrokerInfo, trans
     pub.close()
 
 
+def _batches_seen(broker: BrokerInfo, transport: str) -> list[tuple[Any, Any, Any]]:
+    """What a consumer of ``transport`` makes of three result batches: (message, invalid, batch
+    as (body, task id, invalid)) each."""
+    from volley.protocol.batches import BATCH_HEADER, pack_batch
+
+    good = _results(2)
+    bodies = [good[0][1], b"\x07abc", good[1][1]]
+    pub = open_publisher(broker.url(), transport="python", ca_file=broker.ca_file)
+    q = _queue(pub)
+    pub.publish_batch([
+        ("", q, pack_batch(bodies), {BATCH_HEADER: 3}, None),
+        ("", q, pack_batch(bodies), {BATCH_HEADER: 4}, None),  # announces more than it holds
+        ("", q, pack_batch(bodies), {BATCH_HEADER: "3"}, None),
+    ])
+    pub.close()
+    c = open_consumer(broker.url(), q, transport=transport, ca_file=broker.ca_file)
+    got = _drain(c, 3)
+    c.close()
+    return [(d.message, d.invalid,
+             None if d.batch is None else [(b, m.task_id if m else None, why) for b, m, why in d.batch])
+            for d in got]
+
+
+def test_both_transports_split_and_decode_result_batches_alike(broker: BrokerInfo) -> None:
+    """A batch splits into its results, each decoded (or refused) on its own; a malformed one
+    is invalid with the same text from the Rust consumer and the pure-Python one."""
+    native, python = _batches_seen(broker, "native"), _batches_seen(broker, "python")
+    for seen in (native, python):
+        (m, invalid, parts), (_m2, bad_count, none2), (_m3, bad_type, none3) = seen
+        assert m is None and invalid is None and none2 is None and none3 is None
+        assert [tid is not None for _b, tid, _w in parts] == [True, False, True]
+        assert parts[1][0] == b"\x07abc" and "unrecognized protocol version" in parts[1][2]
+        assert bad_count == "not a valid result batch: the header announced 4 result(s), the body holds 3"
+        assert bad_type == "not a valid result batch: header 'volley-batch' must be a positive integer, got '3'"
+    # same bodies and errors; the task ids are random per call, so compare their shape
+    assert [(len(b), w) for b, _t, w in native[0][2]] == [(len(b), w) for b, _t, w in python[0][2]]
+    assert [x[1] for x in native[1:]] == [x[1] for x in python[1:]]
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_close_during_wait_returns_promptly(broker: BrokerInfo, transport: str) -> None:
     pub = open_publisher(broker.url(), transport=transport, ca_file=broker.ca_file)

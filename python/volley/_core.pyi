@@ -122,6 +122,11 @@ class Delivery:
     @property
     def invalid(self) -> str | None:
         """Why decoding failed (``message`` is then None)."""
+    @property
+    def batch(self) -> list[tuple[bytes, Message | None, str | None]] | None:
+        """When the Consumer decodes and the delivery is a result batch (header
+        ``volley-batch``) that splits: each result's ``(body, message, invalid)``, decoded off
+        the GIL; a batch that does not split leaves this None and says why in ``invalid``."""
 
 @final
 class Consumer:

@@ -1,12 +1,13 @@
 //! `Consumer` and `Delivery`.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::codec::py_repr_str;
 use crate::connect::ConnectSpec;
@@ -41,14 +42,38 @@ pub struct PyDelivery {
     headers: Headers,
     body: Vec<u8>,
     body_obj: PyOnceLock<Py<PyBytes>>,
+    /// A result batch that split: where each result lies, and its message or why it is invalid.
+    parts: Option<Vec<BatchPart>>,
 }
+
+/// One result of a batch: where it lies in the body, and its message or why it is invalid.
+type BatchPart = (Range<usize>, std::result::Result<Py<PyMessage>, String>);
 
 impl PyDelivery {
     fn from_raw(py: Python<'_>, raw: RawDelivery) -> PyResult<Self> {
-        let (message, invalid) = match raw.decoded {
+        let (message, mut invalid) = match raw.decoded {
             None => (None, None),
             Some(Ok(msg)) => (Some(Py::new(py, PyMessage { inner: msg })?), None),
             Some(Err(why)) => (None, Some(why)),
+        };
+        let parts = match raw.batch {
+            None => None,
+            Some(Err(why)) => {
+                invalid = Some(format!("not a valid result batch: {why}"));
+                None
+            }
+            Some(Ok(parts)) => Some(
+                parts
+                    .into_iter()
+                    .map(|part| {
+                        let decoded = match part.decoded {
+                            Ok(msg) => Ok(Py::new(py, PyMessage { inner: msg })?),
+                            Err(why) => Err(why),
+                        };
+                        Ok((part.range, decoded))
+                    })
+                    .collect::<PyResult<Vec<_>>>()?,
+            ),
         };
         Ok(PyDelivery {
             tag: raw.tag,
@@ -61,6 +86,7 @@ impl PyDelivery {
             headers: raw.headers,
             body: raw.body,
             body_obj: PyOnceLock::new(),
+            parts,
         })
     }
 }
@@ -79,6 +105,29 @@ impl PyDelivery {
             .get_or_init(py, || PyBytes::new(py, &self.body).unbind())
             .bind(py)
             .clone()
+    }
+
+    /// The results of a result batch, each ``(body, message, invalid)``; see `_core.pyi`.
+    #[getter]
+    fn batch<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        let Some(parts) = &self.parts else {
+            return Ok(None);
+        };
+        let items = parts
+            .iter()
+            .map(|(range, decoded)| {
+                let body = PyBytes::new(py, &self.body[range.clone()]).into_any();
+                let (message, invalid) = match decoded {
+                    Ok(msg) => (
+                        msg.clone_ref(py).into_bound(py).into_any(),
+                        py.None().into_bound(py),
+                    ),
+                    Err(why) => (py.None().into_bound(py), why.into_pyobject(py)?.into_any()),
+                };
+                PyTuple::new(py, [body, message, invalid])
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items).map(Some)
     }
 
     fn __repr__(&self) -> String {

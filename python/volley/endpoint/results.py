@@ -22,7 +22,7 @@ from collections.abc import Callable
 from volley.endpoint.engines.base import error_result
 from volley.endpoint.store import ResultStore
 from volley.protocol import topology as topo
-from volley.protocol.batches import BATCH_HEADER, MAX_BATCH_BYTES, pack_batch
+from volley.protocol.batches import messages_for
 from volley.protocol.codes import ResultCode
 from volley.protocol.outcomes import ACK
 from volley.transport import Publisher
@@ -77,26 +77,10 @@ class ResultSender:
         return error_result(task_id, text, ResultCode.MAX_RESULT_SIZE_EXCEEDED, f"remote error: {text}",
                             self.endpoint_id)
 
-    def _messages(self, bodies: list[bytes]) -> list[tuple[int, bytes, dict[str, int] | None]]:
-        """The messages that carry ``bodies``, in order: ``(how many results, body, headers)``.
-        Without batches, one result each; with them, as many as fit in ``MAX_BATCH_BYTES``
-        (a lone result goes as a plain message, which any reader takes)."""
-        if not self.batches:
-            return [(1, body, None) for body in bodies]
-        groups: list[list[bytes]] = []
-        size = MAX_BATCH_BYTES
-        for body in bodies:
-            if size + len(body) > MAX_BATCH_BYTES:
-                groups.append([])
-                size = 0
-            groups[-1].append(body)
-            size += len(body)
-        return [(1, group[0], None) if len(group) == 1 else (len(group), pack_batch(group), {BATCH_HEADER: len(group)})
-                for group in groups]
-
     def _publish(self, items: list[tuple[str, bytes]]) -> list[bool]:
         items = [(task_id, self._within_limit(task_id, body)) for task_id, body in items]
-        messages = self._messages([body for _, body in items])
+        bodies = [body for _, body in items]
+        messages = messages_for(bodies) if self.batches else [(1, body, None) for body in bodies]
         now = int(time.time())
         try:
             outcomes = self.publisher.publish_batch(

@@ -14,9 +14,16 @@ the message once for all of them (docs/protocol.md, "Result batches").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-__all__ = ("BATCH_HEADER", "CAPABILITY", "MAX_BATCH_BYTES", "InvalidBatch", "pack_batch", "unpack_batch")
+from volley.protocol.codec import InvalidMessageError, WireMessage
+
+if TYPE_CHECKING:  # the transports' Delivery carries what this module splits
+    from volley.transport.base import Delivery
+
+__all__ = ("BATCH_HEADER", "CAPABILITY", "MAX_BATCH_BYTES", "BatchPart", "InvalidBatch", "Outgoing",
+           "decode_batch", "messages_for", "pack_batch", "results_in", "unpack_batch")
 
 BATCH_HEADER = "volley-batch"
 CAPABILITY = "volley_result_batches"
@@ -34,6 +41,66 @@ class InvalidBatch(ValueError):
 def pack_batch(bodies: Sequence[bytes]) -> bytes:
     """One batch body from packed results."""
     return b"".join(len(body).to_bytes(_LENGTH, "big") + body for body in bodies)
+
+
+# (how many results it carries, body, headers): one message to publish
+Outgoing = tuple[int, bytes, "dict[str, Any] | None"]
+
+
+def messages_for(bodies: Sequence[bytes]) -> list[Outgoing]:
+    """The messages that carry the packed results ``bodies``, in order: as many to a batch as fit
+    in ``MAX_BATCH_BYTES``; a result alone (or larger than that) as a plain message, which any
+    reader takes."""
+    groups: list[list[bytes]] = []
+    size = MAX_BATCH_BYTES
+    for body in bodies:
+        if size + len(body) > MAX_BATCH_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(body)
+        size += len(body)
+    return [(1, group[0], None) if len(group) == 1 else (len(group), pack_batch(group), {BATCH_HEADER: len(group)})
+            for group in groups]
+
+
+# one result of a batch as a consumer hands it out: its packed body, and the decoded message
+# or why it is invalid (the native consumer makes these off the GIL)
+BatchPart = tuple[bytes, "WireMessage | None", "str | None"]
+
+
+def decode_batch(body: bytes, count: object, decode: Callable[[bytes], WireMessage]) -> list[BatchPart]:
+    """Split a batch body (raising :class:`InvalidBatch`) and decode each result with ``decode``
+    (what the pure-Python consumer does; the native one does the same in Rust)."""
+    parts: list[BatchPart] = []
+    for part in unpack_batch(body, count):
+        try:
+            parts.append((part, decode(part), None))
+        except InvalidMessageError as exc:
+            parts.append((part, None, str(exc)))
+    return parts
+
+
+def results_in(d: Delivery) -> tuple[list[tuple[bytes, WireMessage]], list[str]]:
+    """The results a delivery carries, ``(packed body, decoded message)`` each: itself, or each
+    result of a batch; and why any of it is refused (not a result, not decodable, a malformed
+    batch)."""
+    m = d.message
+    if m is not None and m.kind == "result":
+        return [(d.body, m)], []
+    parts = d.batch
+    if parts is None:
+        if d.headers and BATCH_HEADER in d.headers:
+            return [], [d.invalid or "a result batch its consumer did not decode"]
+        return [], [d.invalid or f"a {m.kind if m else None!r} message is not a result"]
+    results: list[tuple[bytes, WireMessage]] = []
+    refused: list[str] = []
+    for i, (body, part, invalid) in enumerate(parts, 1):
+        if part is None or part.kind != "result":
+            why = invalid or f"a {part.kind if part else None!r} message is not a result"
+            refused.append(f"result {i} of {len(parts)} in the batch: {why}")
+            continue
+        results.append((body, part))
+    return results, refused
 
 
 def unpack_batch(body: bytes, count: object) -> list[bytes]:

@@ -190,6 +190,8 @@ class Batch:
             data["result_serializers"] = list(self.result_serializers)
         if self.max_retries_on_system_failure is not None:  # Volley's own field
             data["max_retries_on_system_failure"] = self.max_retries_on_system_failure
+        if self.request_queue:  # Volley's own: this SDK reads several results per message
+            data["volley_result_batches"] = True
         return data
 
     def __repr__(self) -> str:

@@ -499,7 +499,8 @@ class Executor(_StdExecutor):
             raise ValueError("must specify a task_group_id in order to reload tasks")
         tg = str(self.task_group_id)
         listed: list[dict[str, Any]] = []
-        resp = self.client._api.get(f"/v2/taskgroup/{tg}")
+        # Volley's own parameter: this SDK reads result batches (docs/protocol.md)
+        resp = self.client._api.get(f"/v2/taskgroup/{tg}", params={"volley_result_batches": "true"})
         while True:
             if resp.get("taskgroup_id") != tg:
                 raise ValueError(f"Server did not respond with requested TaskGroup Tasks.  (requested: {tg})")

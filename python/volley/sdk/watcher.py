@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from volley.protocol.batches import results_in
 from volley.protocol.codes import ResultCode
 from volley.sdk.future import ComputeFuture
 from volley.sdk.http import ComputeAPIError
@@ -195,6 +196,7 @@ class ResultWatcher(threading.Thread):
                 log.warning("result queue of task group %s is missing; asking the service to "
                             "declare it again", self.task_group_id)
                 _service_call(lambda: self.client._api.get(f"/v2/taskgroup/{self.task_group_id}",
+                                                           params={"volley_result_batches": "true"},
                                                            retry_for=0))
             raise
 
@@ -323,20 +325,25 @@ class ResultWatcher(threading.Thread):
             pop = self._open.pop
             for d in batch:
                 m = d.message
-                if m is None or m.kind != "result":
-                    log.warning("dead-lettering a non-result message on %s: %s", self.task_group_id,
-                                d.invalid or m.kind)
-                    consumer.nack(d.tag, requeue=False)
-                    continue
-                tid = m.task_id
-                f = pop(tid, None)
-                if f is None:
-                    if self._recovered and tid in self._recovered:
-                        self._recovered.discard(tid)  # resolved from the service already
-                        continue
-                    self._hold(tid, d.timestamp, m)
+                if m is not None and m.kind == "result":
+                    carried = [m]  # the common case, without a call
                 else:
-                    ready.append((f, d.timestamp, m))
+                    results, refused = results_in(d)  # a result batch, or not a result
+                    if refused:  # the service sends none: kept for a look, not resolved from
+                        log.warning("dead-lettering a message on %s: %s", self.task_group_id, "; ".join(refused))
+                        consumer.nack(d.tag, requeue=False)
+                        continue
+                    carried = [m for _body, m in results]
+                for m in carried:
+                    tid = m.task_id
+                    f = pop(tid, None)
+                    if f is None:
+                        if self._recovered and tid in self._recovered:
+                            self._recovered.discard(tid)  # resolved from the service already
+                            continue
+                        self._hold(tid, d.timestamp, m)
+                    else:
+                        ready.append((f, d.timestamp, m))
         resolve = self._resolve
         for f, ts, m in ready:
             resolve(f, ts, m)

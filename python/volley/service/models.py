@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
     true,
 )
@@ -104,6 +105,9 @@ class TaskGroup(Base):
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     # results of this group are forwarded to the owner's AMQP queue for it
     has_queue: Mapped[bool] = mapped_column(Boolean, default=False)
+    # a Volley SDK reads that queue (it said so at its last submit or reload): results may be
+    # forwarded several to a message (volley.protocol.batches)
+    result_batches: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     # last submission into the group; the group expires with its last task
     updated_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)

@@ -27,13 +27,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from volley.protocol import topology as topo
-from volley.protocol.batches import BATCH_HEADER, InvalidBatch, unpack_batch
-from volley.protocol.codec import InvalidMessageError, WireMessage, decode, pack_result
+from volley.protocol.batches import messages_for, results_in
+from volley.protocol.codec import WireMessage, pack_result
 from volley.protocol.codes import ResultCode
 from volley.protocol.outcomes import ACK
 from volley.service.gateway import BrokerGateway
 from volley.service.models import TERMINAL_STATES, Endpoint, Task, TaskGroup
 from volley.transport import Consumer, Delivery, Publisher, open_consumer
+from volley.transport.base import OutgoingMessage
 from volley.transport.reconnect import ConsumeLoop, ReconnectPolicy
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def _is_data_error(exc: DBAPIError) -> bool:
     return isinstance(exc, DataError | IntegrityError | ProgrammingError)
 
 
-def _task_id(d: Delivery | _Part) -> str:
+def _task_id(d: _Part) -> str:
     """The task id of a delivery ``ResultRouter.handle`` accepted as a result."""
     assert d.message is not None and d.message.task_id is not None
     return d.message.task_id
@@ -60,8 +61,8 @@ def _task_id(d: Delivery | _Part) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Part:
-    """One result of a batch message, routed as if it had come alone; its ``delivery`` (the
-    batch) is what gets settled."""
+    """One result a delivery carries (the delivery itself, or a result of a batch), routed as if
+    it had come alone; its ``delivery`` is what gets settled."""
 
     delivery: Delivery
     body: bytes
@@ -70,39 +71,6 @@ class _Part:
     @property
     def routing_key(self) -> str:
         return self.delivery.routing_key
-
-
-def _outer(item: Delivery | _Part) -> Delivery:
-    """The delivery that settles ``item``."""
-    return item.delivery if isinstance(item, _Part) else item
-
-
-def results_of(d: Delivery) -> tuple[list[Delivery | _Part], list[str]]:
-    """The results a delivery carries (itself, or the parts of a batch) and why any of it is
-    refused."""
-    count = d.headers.get(BATCH_HEADER) if d.headers else None
-    if count is None:
-        m = d.message
-        if m is None or m.kind != "result":
-            return [], [d.invalid or f"a {m.kind if m else None!r} message is not a result"]
-        return [d], []
-    try:
-        bodies = unpack_batch(d.body, count)
-    except InvalidBatch as exc:
-        return [], [f"not a valid result batch: {exc}"]
-    parts: list[Delivery | _Part] = []
-    refused: list[str] = []
-    for i, body in enumerate(bodies, 1):
-        try:
-            m = decode(body)
-        except InvalidMessageError as exc:
-            refused.append(f"result {i} of {count} in the batch: {exc}")
-            continue
-        if m.kind != "result":
-            refused.append(f"result {i} of {count} in the batch: a {m.kind!r} message is not a result")
-            continue
-        parts.append(_Part(d, body, m))
-    return parts, refused
 
 
 def dead_letter(consumer: Consumer, delivery: Any, why: str) -> None:
@@ -171,6 +139,7 @@ class _Plan:
 
     rows: list[dict[str, Any]] = field(default_factory=list)  # parameters of _STORE
     forwards: list[tuple[Any, str, str, bytes, int]] = field(default_factory=list)  # delivery, task, queue, body, ts
+    batched: set[str] = field(default_factory=set)  # the forwards' queues a Volley SDK reads: batches allowed
     rejected: list[tuple[Any, str]] = field(default_factory=list)
     unconfirmed: list[Any] = field(default_factory=list)
 
@@ -189,6 +158,8 @@ _STORE = (
 )
 # at most this many ids per IN (...): SQLite's bound-parameter limit is far above it
 _IN_CHUNK = 500
+# at most this many results per transaction of the router
+ROUTE_CHUNK = 1000
 # confirmed forwards are marked in the database together: this often, or this many at once
 MARK_DELAY_S = 1.0
 MARK_BATCH = 5000
@@ -244,18 +215,22 @@ class ResultRouter(ConsumerLoop):
             s.execute(update(_TASKS).where(_TASKS.c.id.in_(confirmed[i : i + _IN_CHUNK])).values(forwarded=True))
 
     def handle(self, consumer: Consumer, batch: Sequence[Delivery]) -> None:
-        results: list[Delivery | _Part] = []
+        results: list[_Part] = []
         refused: dict[int, list[str]] = {}  # id(delivery) -> why (some of) it is refused
         for d in batch:
-            items, reasons = results_of(d)
-            results += items
+            carried, reasons = results_in(d)
+            results += [_Part(d, body, m) for body, m in carried]
             if reasons:
                 refused[id(d)] = reasons
-        plan = self._route(results) if results else _Plan()
-        for item, why in plan.rejected:
-            refused.setdefault(id(_outer(item)), []).append(why)
-        # stored, but not delivered to the SDK: a redelivery forwards it from the database
-        retry = {id(_outer(item)) for item in plan.unconfirmed}
+        retry: set[int] = set()  # id(delivery) of those to requeue
+        # a batch of batch messages may hold many thousand results: routed ROUTE_CHUNK at a
+        # time, so no transaction (nor IN (...) list) grows with it
+        for i in range(0, len(results), ROUTE_CHUNK):
+            plan = self._route(results[i : i + ROUTE_CHUNK])
+            for item, why in plan.rejected:
+                refused.setdefault(id(item.delivery), []).append(why)
+            # stored, but not delivered to the SDK: a redelivery forwards it from the database
+            retry |= {id(item.delivery) for item in plan.unconfirmed}
         if not refused and not retry:
             consumer.ack_through(batch[-1].tag)
             return
@@ -267,7 +242,7 @@ class ResultRouter(ConsumerLoop):
             else:
                 consumer.ack(d.tag)
 
-    def _route(self, results: Sequence[Delivery | _Part]) -> _Plan:
+    def _route(self, results: Sequence[_Part]) -> _Plan:
         """Store the batch's results in one commit, then forward them to the SDK queues, then
         mark what the broker confirmed as ``forwarded``.  Storing first means a result the SDK
         holds is always one the REST API serves too (a client may ask for it at once)."""
@@ -301,7 +276,7 @@ class ResultRouter(ConsumerLoop):
         self._marks |= self._forward(plan)
         return plan
 
-    def _plan(self, s: Session, results: Sequence[Delivery | _Part]) -> _Plan:
+    def _plan(self, s: Session, results: Sequence[_Part]) -> _Plan:
         """Decide, from the stored tasks, what each result calls for (no writes)."""
         out = _Plan()
         now = time.time()
@@ -310,7 +285,8 @@ class ResultRouter(ConsumerLoop):
         # waits and then sees the task complete; locking in id order avoids deadlocks
         query = (
             select(_TASKS.c.id, _TASKS.c.owner_id, _TASKS.c.task_group_id, _TASKS.c.endpoint_id,
-                   _TASKS.c.status, _TASKS.c.forwarded, _TASKS.c.completion_t, _GROUPS.c.has_queue)
+                   _TASKS.c.status, _TASKS.c.forwarded, _TASKS.c.completion_t, _GROUPS.c.has_queue,
+                   _GROUPS.c.result_batches)
             .join(_GROUPS, _GROUPS.c.id == _TASKS.c.task_group_id)
             .where(_TASKS.c.id.in_(ids))
             .order_by(_TASKS.c.id)
@@ -329,6 +305,8 @@ class ResultRouter(ConsumerLoop):
                 out.rejected.append((d, f"result for {m.task_id} from {sender}: {why}"))
                 continue
             queue = topo.sdk_queue_prefix(task.owner_id) + task.task_group_id
+            if task.result_batches:
+                out.batched.add(queue)
             first = m.task_id not in seen
             seen.add(m.task_id)
             if not first or task.status in TERMINAL_STATES:
@@ -383,17 +361,45 @@ class ResultRouter(ConsumerLoop):
         and note the deliveries it did not in ``plan.unconfirmed``."""
         if not plan.forwards:
             return set()
-        batch = [("", queue, body, None, ts) for _d, _t, queue, body, ts in plan.forwards]
+        messages, carried = self._messages(plan)
         try:
-            outcomes = self._forwarder().publish_batch(batch)
+            sent = self._forwarder().publish_batch(messages)
         except (ConnectionError, TimeoutError) as exc:
-            log.warning("could not forward %d results (%s); they will be forwarded on redelivery", len(batch), exc)
+            log.warning("could not forward %d results (%s); they will be forwarded on redelivery",
+                        len(plan.forwards), exc)
             plan.unconfirmed = [d for d, *_ in plan.forwards]
             return set()
+        outcomes: list[str] = [""] * len(plan.forwards)  # a message's outcome holds for what it carries
+        for outcome, indexes in zip(sent, carried, strict=True):
+            for i in indexes:
+                outcomes[i] = outcome
         # an unroutable forward (its queue expired or was never made) is still ACK: the
         # default exchange drops it and the SDK can fetch the result over REST
         plan.unconfirmed = [d for (d, *_), o in zip(plan.forwards, outcomes, strict=True) if o != ACK]
         return {t for (_d, t, *_), o in zip(plan.forwards, outcomes, strict=True) if o == ACK}
+
+
+    @staticmethod
+    def _messages(plan: _Plan) -> tuple[list[OutgoingMessage], list[list[int]]]:
+        """The messages that carry the plan's forwards, and the indexes of the forwards each
+        carries: one per forward, except that the forwards to a queue in ``plan.batched`` with
+        the same timestamp travel as few result batches."""
+        messages: list[OutgoingMessage] = []
+        carried: list[list[int]] = []
+        together: dict[tuple[str, int], list[int]] = {}
+        for i, (_d, _t, queue, body, ts) in enumerate(plan.forwards):
+            if queue in plan.batched:
+                together.setdefault((queue, ts), []).append(i)
+            else:
+                messages.append(("", queue, body, None, ts))
+                carried.append([i])
+        for (queue, ts), indexes in together.items():
+            start = 0
+            for n, body, headers in messages_for([plan.forwards[i][3] for i in indexes]):
+                messages.append(("", queue, body, headers, ts))
+                carried.append(indexes[start : start + n])
+                start += n
+        return messages, carried
 
 
 class HeartbeatListener(ConsumerLoop):

@@ -54,6 +54,9 @@ class SubmitBody(BaseModel):
     # Volley's own: overrides the endpoint's max_retries_on_system_failure for these tasks
     # (upstream SDKs send none: the endpoint's setting decides)
     max_retries_on_system_failure: int | None = Field(default=None, ge=0, le=MAX_SYSTEM_RETRIES, strict=True)
+    # Volley's own: the SDK that streams this group's results reads result batches (with
+    # create_queue; upstream SDKs send none, and the group's results then come one per message)
+    volley_result_batches: bool = False
     # made by the client; a repeated request with the same id gets the first one's answer and
     # queues nothing new (upstream SDKs send none: the service then makes one)
     request_id: uuid.UUID | None = None

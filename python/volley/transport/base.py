@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from volley.protocol.batches import BatchPart
 from volley.protocol.codec import WireMessage
 from volley.protocol.messages import Message
 from volley.protocol.outcomes import PublishOutcome
@@ -51,7 +52,8 @@ class PublishTimeoutError(TimeoutError):
 class Delivery(Protocol):
     """One consumed message, as both transports hand it out (``volley._core.Delivery`` and
     :class:`PikaDelivery`).  ``message`` is the decoded envelope, or None with ``invalid``
-    saying why the body is not a valid message."""
+    saying why the body is not a valid message; for a result batch, ``batch`` holds each
+    result, or is None with ``invalid`` saying why the batch does not split."""
 
     @property
     def tag(self) -> int: ...
@@ -71,6 +73,9 @@ class Delivery(Protocol):
     def message(self) -> WireMessage | None: ...
     @property
     def invalid(self) -> str | None: ...
+    @property
+    def batch(self) -> Sequence[BatchPart] | None:
+        """A result batch's results (``volley.protocol.batches``), when decoding and it splits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +91,7 @@ class PikaDelivery:
     body: bytes
     message: Message | None
     invalid: str | None
+    batch: list[BatchPart] | None = None
 
 
 class Consumer(Protocol):

@@ -18,6 +18,7 @@ from typing import Any
 import pika
 import pika.exceptions as pex
 
+from volley.protocol.batches import BATCH_HEADER, InvalidBatch, decode_batch
 from volley.protocol.messages import InvalidMessageError, decode
 from volley.protocol.outcomes import ACK, NACK, RETURNED, PublishOutcome
 from volley.transport.base import (
@@ -107,13 +108,19 @@ class PikaConsumer:
     def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
         tag = self._floor + method.delivery_tag
         self._last_tag = tag
-        message = invalid = None
+        message = invalid = batch = None
+        headers = dict(props.headers or {})
         if self._decode:
             # Any failure to decode makes an invalid delivery the caller dead-letters: an
             # exception escaping this callback would break the consumer, and the message
             # would come back first after every reconnect.
             try:
-                message = decode(body)
+                if BATCH_HEADER in headers:
+                    batch = decode_batch(body, headers[BATCH_HEADER], decode)
+                else:
+                    message = decode(body)
+            except InvalidBatch as exc:
+                invalid = f"not a valid result batch: {exc}"
             except InvalidMessageError as exc:
                 invalid = str(exc)
             except Exception as exc:
@@ -125,10 +132,11 @@ class PikaConsumer:
                 exchange=method.exchange,
                 routing_key=method.routing_key,
                 timestamp=props.timestamp,
-                headers=dict(props.headers or {}),
+                headers=headers,
                 body=body,
                 message=message,
                 invalid=invalid,
+                batch=batch,
             )
         )
 

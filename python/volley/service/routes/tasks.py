@@ -270,6 +270,9 @@ def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> S
         _declare_result_queue(c, group)
         if not group.has_queue:
             group.has_queue = True
+        # the SDK that submits last is the one reading the queue
+        if group.result_batches != body.volley_result_batches:
+            group.result_batches = body.volley_result_batches
     # the group's TTL clock: a write per submission would only move it by milliseconds
     if now - group.updated_at > min(60.0, state.settings.task_ttl_s / 10):
         group.updated_at = now
@@ -355,12 +358,12 @@ def batch_status(body: BatchStatusBody, c: Caller = Depends(caller)) -> BatchSta
 
 @router.get("/v2/taskgroup/{task_group_id}", responses={503: {"model": ErrorBody}})
 def get_task_group(task_group_id: str, limit: int | None = None, after: str | None = None,
-                   c: Caller = Depends(caller)) -> TaskGroupDoc:
+                   volley_result_batches: bool = False, c: Caller = Depends(caller)) -> TaskGroupDoc:
     """The group's tasks, oldest first, at most ``limit`` (default and maximum: the setting
     ``max_task_group_page``) from the position ``after``; ``next``, present when more follow,
     is the ``after`` of the next page.  The first page also (re)declares the group's result
     queue, so an SDK reloading the group (``Executor.reload_tasks``) streams whatever is still
-    to come."""
+    to come; ``volley_result_batches`` (Volley's SDK) says that SDK reads result batches."""
     size = check_limit(limit, c.state.settings.max_task_group_page, "max_task_group_page")
     position = parse_cursor(after, "task group page") if after is not None else None
     group = owned(c, TaskGroup, task_group_id, "task group")
@@ -369,8 +372,9 @@ def get_task_group(task_group_id: str, limit: int | None = None, after: str | No
             c.state.gateway.declare_sdk_queue(topo.sdk_queue_prefix(c.user_id) + group.id)
         except _BROKER_ERRORS as exc:
             raise broker_unavailable(exc) from exc
-        if not group.has_queue:
+        if not group.has_queue or group.result_batches != volley_result_batches:
             group.has_queue = True
+            group.result_batches = volley_result_batches
             c.session.commit()
     q = (select(Task.id, Task.created_at)
          .where(Task.task_group_id == group.id, Task.updated_at >= task_cutoff(c))
