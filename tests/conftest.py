@@ -41,3 +41,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 @pytest.fixture()
 def endpoint_id(stack: dict[str, Any]) -> str:
     return stack["endpoint_id"]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop every result watcher a test left behind.  Its stack is down by now, so the watcher
+    would go on reconnecting, and the SDK's exit hook (which waits for open futures, like
+    concurrent.futures) would hold the interpreter until the watcher gives up, minutes later."""
+    from volley.sdk.watcher import all_watchers
+
+    for watcher in all_watchers():
+        watcher.shutdown()
