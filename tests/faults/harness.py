@@ -56,6 +56,8 @@ DOCS_PAGE = REPO / "docs" / "reliability.md"
 # under ``python -m tests.faults``): the stack's processes get it on their PYTHONPATH.
 TASKS_ROOT = Path(tasks.__file__).resolve().parents[len(tasks.__name__.split(".")) - 1]
 CLIENT_MODULE = f"{__package__}.client"
+# the least run time of a task in the client fault (see _run_client)
+CLIENT_TASK_DELAY_S = 0.01
 
 _ENV_LOCK = threading.Lock()
 
@@ -607,9 +609,12 @@ class Phase:
         s, res = self.s, self.res
         cfg = self.stack.config()
         log = open(self.records.path.with_suffix(".client.log"), "ab")
+        # the kill must find results still on their way: tasks that outlast the submission
+        # (no-op tasks all finish before the last submission is acknowledged)
+        delay = max(s.task_delay_s, CLIENT_TASK_DELAY_S)
         cmd = [sys.executable, "-m", CLIENT_MODULE, "--records", str(self.records.path),
                "--tasks", str(s.tasks), "--transport", self.stack.transport,
-               "--endpoint", cfg["endpoint_id"], "--delay", str(s.task_delay_s)]
+               "--endpoint", cfg["endpoint_id"], "--delay", str(delay)]
         proc = subprocess.Popen(cmd, env=self.stack.child_env(), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=log, text=True, cwd=str(TASKS_ROOT))
         state: dict[str, Any] = {}
@@ -914,7 +919,9 @@ node, the service on SQLite, the default endpoint with its process-pool engine),
 restarted only by the project's launcher (`LocalStack(home).up()`, what `volley local up` runs),
 on the given transport for the SDK, the service and the endpoint alike. Submissions are spread
 over {s.spread_s:g} s; the fault strikes once {s.fault_at:.0%} of them are submitted and tasks are
-running, so it hits submission, execution and result delivery. *Errored* futures count as lost
+running, so it hits submission, execution and result delivery (in the client fault each task runs
+at least {CLIENT_TASK_DELAY_S * 1000:g} ms, so results are still on their way when the client is
+killed). *Errored* futures count as lost
 (these tasks cannot fail by themselves). *Not at service*: submitted tasks the reloading process
 did not get back (client fault). *Tasks at service*: tasks the task group holds at the end (more
 than N means a submission created tasks twice). *Run more than once*: tasks with two or more
