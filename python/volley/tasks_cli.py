@@ -30,7 +30,8 @@ def _session() -> ApiSession:
         raise click.ClickException(f"no token for {url}: set VOLLEY_TOKEN (make one with "
                                    "`volley token create --user NAME`), or run `volley local up`")
     # a command answers at once when the service is down, unless told to wait ($VOLLEY_SERVICE_RETRY_FOR)
-    return ApiSession(url, token=cfg.token, retry_for=None if os.environ.get(RETRY_ENV) else 0)
+    return ApiSession(url, token=cfg.token, verify=cfg.ca_file or True,
+                      retry_for=None if os.environ.get(RETRY_ENV) else 0)
 
 
 def _call(what: str, request: Callable[[ApiSession], Any]) -> Any:

@@ -85,7 +85,10 @@ class Client:
         self.authorizer = authorizer
         self.ca_file = ca_file or cfg.ca_file
         self._default_endpoint_id = cfg.endpoint_id
-        self._api = ApiSession(url, token=token or cfg.token, authorizer=authorizer)
+        # the CA that signs an https service's certificate is often private (a site's own, the
+        # local stack's): REST verifies with the same CA file as AMQPS
+        self._api = ApiSession(url, token=token or cfg.token, authorizer=authorizer,
+                               verify=self.ca_file or True)
         self.fx_serializer = ComputeSerializer(
             strategy_code=code_serialization_strategy, strategy_data=data_serialization_strategy
         )

@@ -90,7 +90,13 @@ def _tls_context(verify: str | bool) -> ssl.SSLContext:
         ctx.verify_mode = ssl.CERT_NONE
         return ctx
     if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
+        try:
+            return ssl.create_default_context(cafile=verify)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"cannot read the CA file {verify!r} ({exc}); give the Client the path of a PEM CA "
+                "bundle (ca_file=..., $VOLLEY_CA_FILE or ca_file in config.json)"
+            ) from exc
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     if not bundle:
         try:

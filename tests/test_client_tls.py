@@ -1,0 +1,109 @@
+"""The SDK's REST calls verify an https service with the CA file it is configured with.
+
+The service is the real app served by uvicorn over TLS with the local stack's private CA
+(``$VOLLEY_HOME/broker/tls/``: the CA no default trust store knows), on a broker vhost of its
+own.  However the CA file is given -- ``Client(ca_file=...)``, ``$VOLLEY_CA_FILE`` or the
+configuration file -- the Client's REST session must verify with it, and so must the
+``volley tasks`` commands, which read the same configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from served_service import served
+from service_helpers import BrokerHost, _service_settings
+
+pytest_plugins = ["service_fixtures"]
+
+
+@pytest.fixture(scope="module")
+def https_service(broker_host: BrokerHost, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The service over https, its CA file, and a user's token."""
+    from volley.service.auth import create_token
+
+    tls = Path(broker_host.info.ca_file).parent
+    db = tmp_path_factory.mktemp("https-service") / "service.db"
+    settings = _service_settings(broker_host.new_vhost(), f"sqlite:///{db}")
+    with served(settings, certfile=str(tls / "server.pem"), keyfile=str(tls / "server.key")) as (url, state):
+        with state.sessions() as s:
+            _uid, token = create_token(s, "tls-user")
+        yield {"url": url, "ca_file": str(tls / "ca.pem"), "token": token}
+
+
+@pytest.fixture()
+def no_default_trust(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No CA bundle from the environment and an empty ``$VOLLEY_HOME``: only what a test
+    configures can make the private CA trusted."""
+    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "VOLLEY_CA_FILE",
+                "VOLLEY_SERVICE_URL", "VOLLEY_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "home"
+    monkeypatch.setenv("VOLLEY_HOME", str(home))
+    return home
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+@pytest.mark.parametrize("given_by", ["argument", "environment", "config file"])
+def test_the_client_verifies_the_service_with_its_ca_file(
+    https_service: dict[str, Any], no_default_trust: Path, monkeypatch: pytest.MonkeyPatch, given_by: str
+) -> None:
+    from volley import Client
+
+    kwargs: dict[str, Any] = {"service_url": https_service["url"], "token": https_service["token"]}
+    if given_by == "argument":
+        kwargs["ca_file"] = https_service["ca_file"]
+    elif given_by == "environment":
+        monkeypatch.setenv("VOLLEY_CA_FILE", https_service["ca_file"])
+    else:
+        no_default_trust.mkdir()
+        (no_default_trust / "config.json").write_text(json.dumps(
+            {"service_url": https_service["url"], "token": https_service["token"],
+             "ca_file": https_service["ca_file"]}))
+        kwargs = {}
+    client = Client(**kwargs)  # the version check is the first REST call
+    assert client.ca_file == https_service["ca_file"]
+    fid = client.register_function(_identity)
+    assert client.get_function(fid)["function_uuid"] == fid
+    assert client.get_result_amqp_url()["connection_url"].startswith("amqps://")
+
+
+def test_without_the_ca_file_the_client_refuses_the_service_naming_the_fix(
+    https_service: dict[str, Any], no_default_trust: Path
+) -> None:
+    from volley import Client
+
+    with pytest.raises(ConnectionError, match=r"does not verify .*ca_file="):
+        Client(service_url=https_service["url"], token=https_service["token"])
+
+
+def test_a_ca_file_that_cannot_be_read_is_named(https_service: dict[str, Any], no_default_trust: Path,
+                                                tmp_path: Path) -> None:
+    from volley import Client
+
+    missing = str(tmp_path / "no-such-ca.pem")
+    with pytest.raises(ValueError, match=r"no-such-ca\.pem.*ca_file=.*VOLLEY_CA_FILE"):
+        Client(service_url=https_service["url"], token=https_service["token"], ca_file=missing)
+
+
+def test_volley_tasks_verifies_the_service_with_the_configured_ca_file(
+    https_service: dict[str, Any], no_default_trust: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from volley.cli import main
+
+    monkeypatch.setenv("VOLLEY_SERVICE_URL", https_service["url"])
+    monkeypatch.setenv("VOLLEY_TOKEN", https_service["token"])
+    monkeypatch.setenv("VOLLEY_CA_FILE", https_service["ca_file"])
+    result = CliRunner().invoke(main, ["tasks", "groups"], env=dict(os.environ))
+    assert result.exit_code == 0, result.output
