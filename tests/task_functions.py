@@ -29,3 +29,17 @@ def die_once(marker: str, x: int) -> int:
         Path(marker).touch()
         os.kill(os.getpid(), signal.SIGKILL)
     return x + 1
+
+
+def when_released(release: str, x: int) -> int:
+    """Wait until ``release`` exists (or ten minutes pass), then return x."""
+    deadline = time.monotonic() + 600
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return x
+
+
+def staggered(x: int) -> int:
+    """Return x after x / 20 seconds: a burst of these finishes one by one, a result each."""
+    time.sleep(x / 20)
+    return x

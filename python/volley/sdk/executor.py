@@ -28,6 +28,7 @@ from volley.protocol.headers import MAX_SYSTEM_RETRIES
 from volley.sdk.batch import as_optional_uuid
 from volley.sdk.client import Client
 from volley.sdk.future import ComputeFuture
+from volley.sdk.outcome import resolve_document
 from volley.sdk.retry import Retrying, RetryPolicy
 from volley.sdk.watcher import all_watchers, watcher_for
 
@@ -491,8 +492,6 @@ class Executor(_StdExecutor):
 
     # --- reload ---------------------------------------------------------------------------------
     def reload_tasks(self, task_group_id: Any = None) -> Iterable[ComputeFuture]:
-        from volley.errors import TaskExecutionFailed
-
         if task_group_id:
             self.task_group_id = task_group_id
         if self.task_group_id is None:
@@ -519,22 +518,15 @@ class Executor(_StdExecutor):
                 futures[t["id"]] = fut
         ids = list(futures)
         pending = []
+        serializer = self.client.fx_serializer
         for i in range(0, len(ids), self.batch_size):
             chunk = ids[i : i + self.batch_size]
             results = self.client._api.post("/v2/batch_status", json={"task_ids": chunk})["results"]
             for tid in chunk:
-                fut, entry = futures[tid], results.get(tid, {})
-                try:
-                    if not entry.get("completion_t"):
-                        pending.append(fut)
-                    elif entry.get("status") == "success":
-                        fut.set_result(self.client.fx_serializer.deserialize(entry["result"]))
-                    else:
-                        fut.set_exception(TaskExecutionFailed(entry["exception"], entry["completion_t"]))
-                except Exception as exc:
-                    err = TaskExecutionFailed("Failed to set result or exception")
-                    err.__cause__ = exc
-                    fut.set_exception(err)
+                # the same reading of a stored task as the result watcher's: a cancelled task's
+                # future is cancelled, a failure keeps its error code
+                if not resolve_document(futures[tid], results.get(tid, {}), serializer):
+                    pending.append(futures[tid])
         if pending:
             watcher.watch(pending)
         return futures.values()

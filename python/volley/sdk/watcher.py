@@ -4,21 +4,30 @@ It consumes ``<queue_prefix><task_group_id>`` through the selected transport (na
 in batches, resolves futures, and acks a batch only after handling it.  Results that arrive
 before their future is known (the submit response is still in flight) wait in a dict.  A body
 that is not a valid ``Result`` is dead-lettered once, not redelivered forever.
+
+The stream is read by one watcher at a time (an exclusive consumer): two consumers of one queue
+would each get half the results, and each would keep the other's.  A watcher that cannot have
+the stream -- another process or Client reads the group, or the broker cannot be reached (a
+blocked AMQP port) -- resolves its futures from the service instead, on a slow poll of
+``/v2/batch_status``, and takes the stream when it can.  A stream that stays quiet while futures
+are open is checked against the service too: a full queue drops its oldest results.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from volley.protocol.batches import results_in
-from volley.protocol.codes import ResultCode
 from volley.sdk.future import ComputeFuture
 from volley.sdk.http import ComputeAPIError
+from volley.sdk.outcome import resolve_document, resolve_message
 from volley.transport import open_consumer
-from volley.transport.base import NOT_FOUND, channel_code
+from volley.transport.base import ACCESS_REFUSED, NOT_FOUND, channel_code
 from volley.transport.reconnect import ConsumeLoop, GaveUp, ReconnectPolicy
 
 log = logging.getLogger(__name__)
@@ -32,6 +41,18 @@ RECOVER_CHUNK = 1000
 # all, its result is fetched from the service, which stores every result.
 UNMATCHED_LIMIT = 10_000
 FORGOTTEN_LIMIT = 200_000
+# deliveries the broker may hand the watcher before it acks
+PREFETCH = 4096
+# A watcher without the stream asks the service for its open futures every POLL_FIRST_S at
+# first, twice as long after each round that finds nothing (up to POLL_MAX_S), and soon again
+# once new futures are registered.  It tries to take the stream every STREAM_RETRY_S.
+POLL_FIRST_S = 1.0
+POLL_MAX_S = 30.0
+STREAM_RETRY_S = 10.0
+# A stream with futures open and no delivery for QUIET_S is checked against the service; the
+# check's interval doubles while checks find nothing (up to CHECK_MAX_S).
+QUIET_S = 10.0
+CHECK_MAX_S = 300.0
 T = TypeVar("T")
 
 
@@ -54,8 +75,27 @@ _WATCHERS_LOCK = threading.Lock()
 _UNCLAIMED: dict[tuple[str, str], dict[str, tuple[int | None, Any]]] = {}
 
 
+def _service_key(url: str) -> str:
+    """One spelling of a service address: scheme and host in lower case, no default port, no
+    trailing slash."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return url
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path.rstrip('/')}"
+
+
 def _key(client: Any, task_group_id: str) -> tuple[str, str]:
-    return str(getattr(client, "web_service_address", "")), task_group_id
+    return _service_key(str(getattr(client, "web_service_address", ""))), task_group_id
+
+
+def _held_elsewhere(exc: BaseException) -> bool:
+    """The broker refused the exclusive consumer: another watcher reads the stream."""
+    return channel_code(exc) == ACCESS_REFUSED and "exclusive" in str(exc).lower()
 
 
 def watcher_for(task_group_id: str, client: Any, *, transport: str | None, port: int | None) -> ResultWatcher:
@@ -95,9 +135,22 @@ class ResultWatcher(threading.Thread):
         # how long an outage may last before the group's open futures fail: by default as long
         # as it takes ($VOLLEY_GIVE_UP_AFTER sets a limit)
         self.policy = ReconnectPolicy.default()
-        # tasks resolved from the service after an outage: their queued result, should it still
-        # come, is a duplicate to drop, not a result to keep for a future yet to be registered
-        self._recovered: set[str] = set()
+        # tasks resolved from the service: their queued result, should it still come, is a
+        # duplicate to drop, not a result to keep for a future yet to be registered (an ordered
+        # set, bounded like the ids let go)
+        self._recovered: dict[str, None] = {}
+        # "starting", then "stream" while the watcher reads its stream, "poll" while it fetches
+        # results from the service instead
+        self.mode = "starting"
+        self._ever_streamed = False
+        self._warned_unreachable = False
+        self._warned_shared = False
+        self._poller: threading.Thread | None = None
+        self._poll_wake = threading.Event()
+        self._stopped = threading.Event()
+        self._last_delivery = 0.0
+        self._next_check = 0.0
+        self._check_every = QUIET_S
         # ids of unmatched results let go (an ordered set: oldest first), and the futures
         # registered for such ids since, to look up at the service
         self._forgotten: dict[str, None] = {}
@@ -122,6 +175,8 @@ class ResultWatcher(threading.Thread):
                     if self._forgotten and self._forgotten.pop(tid, 0) is None:
                         self._lookup.append(tid)  # its result came and was let go
                 added += 1
+        if added and self.mode == "poll":
+            self._poll_wake.set()  # ask about the new futures soon
         for f, (ts, msg) in ready:
             self._resolve(f, ts, msg)
         return added
@@ -151,6 +206,8 @@ class ResultWatcher(threading.Thread):
     def shutdown(self) -> None:
         self.stopping = True
         self._stop_when_idle.set()
+        self._stopped.set()
+        self._poll_wake.set()
         loop = self._loop
         if loop is not None:
             loop.stop()
@@ -162,7 +219,7 @@ class ResultWatcher(threading.Thread):
             self._open_consumer,
             self._handle_and_ack,
             policy=self.policy,
-            max_batch=4096,
+            max_batch=PREFETCH,
             timeout=0.25,
             on_connected=self._connected,
             after_wait=self._after_wait,
@@ -177,38 +234,76 @@ class ResultWatcher(threading.Thread):
         except Exception as exc:  # a bug: fail the futures with it rather than leave them hanging
             log.exception("result watcher of task group %s failed", self.task_group_id)
             reason = exc
+        self._stopped.set()
+        self._poll_wake.set()
         self._finish(reason)
 
     def _open_consumer(self) -> Any:
-        """A consumer on the group's result queue; while the service or broker is down this
-        raises ConnectionError and the loop waits with the shared back-off."""
+        """A consumer on the group's result queue.  While the service or broker is down this
+        raises ConnectionError and the loop waits with the shared back-off; meanwhile (and while
+        another watcher holds the stream) the poller fetches results from the service."""
         info = _service_call(lambda: self.client.get_result_amqp_url(retry_for=0))
         queue = info["queue_prefix"] + self.task_group_id
-        try:
-            return open_consumer(
-                info["connection_url"], queue, transport=self.transport,
-                ca_file=getattr(self.client, "ca_file", None), port=self.port, prefetch=4096,
-            )
-        except ConnectionError as exc:
-            if channel_code(exc) == NOT_FOUND:
-                # the queue is gone (a broker that lost its state, an expiry): reading the task
-                # group declares it again; the results it missed come from /v2/batch_status
-                log.warning("result queue of task group %s is missing; asking the service to "
-                            "declare it again", self.task_group_id)
-                _service_call(lambda: self.client._api.get(f"/v2/taskgroup/{self.task_group_id}",
-                                                           params={"volley_result_batches": "true"},
-                                                           retry_for=0))
-            raise
+        retry = POLL_FIRST_S
+        while True:
+            try:
+                return open_consumer(
+                    info["connection_url"], queue, transport=self.transport,
+                    ca_file=getattr(self.client, "ca_file", None), port=self.port, prefetch=PREFETCH,
+                    exclusive=True,
+                )
+            except ConnectionError as exc:
+                if _held_elsewhere(exc):
+                    # not an outage: another process or Client reads this group's stream.
+                    # Results come from the service until this watcher can take it over.
+                    if not self._warned_shared:
+                        self._warned_shared = True
+                        log.info("task group %s: another watcher (a second process, or a Client "
+                                 "spelling the service address differently) reads its result "
+                                 "stream; this one fetches its results from the service",
+                                 self.task_group_id)
+                    self._start_polling()
+                    until = time.monotonic() + retry
+                    while time.monotonic() < until:
+                        if self._stopped.wait(0.25) or self._should_stop():
+                            raise ConnectionError("result watcher stopped") from exc
+                    retry = min(STREAM_RETRY_S, retry * 2)
+                    continue
+                if channel_code(exc) == NOT_FOUND:
+                    # the queue is gone (a broker that lost its state, an expiry): reading the
+                    # task group declares it again; the results it missed come from the service
+                    log.warning("result queue of task group %s is missing; asking the service to "
+                                "declare it again", self.task_group_id)
+                    _service_call(lambda: self.client._api.get(
+                        f"/v2/taskgroup/{self.task_group_id}",
+                        params={"volley_result_batches": "true"}, retry_for=0))
+                elif not self._ever_streamed and not self._warned_unreachable:
+                    self._warned_unreachable = True
+                    log.warning("task group %s: cannot reach the result stream at %s (%s); results "
+                                "are fetched from the service instead, every few seconds. If "
+                                "outbound AMQP is blocked here, pass Executor(amqp_port=...) a "
+                                "port the broker listens on (amqp_port=%s now)",
+                                self.task_group_id, _where(info["connection_url"], self.port), exc,
+                                self.port)
+                self._start_polling()
+                raise
 
     def _connected(self, _consumer: Any, reconnected: bool) -> None:
-        if reconnected:
-            # After an outage, ask the service for every task still awaited and resolve those
-            # completed meanwhile: their result may have been delivered to a consumer that died,
-            # or lost with a broker's state; waiting for it on the queue could take forever.
+        polled = self.mode == "poll"
+        self.mode = "stream"
+        self._ever_streamed = True
+        self._poll_wake.set()  # the poller ends
+        now = time.monotonic()
+        self._last_delivery, self._next_check, self._check_every = now, now + QUIET_S, QUIET_S
+        if reconnected or polled:
+            # After an outage, or after reading results from the service while the stream was
+            # someone else's, ask for every task still awaited and resolve those completed
+            # meanwhile: their result may have been delivered to a consumer that died or to the
+            # other watcher, or lost with a broker's state; waiting on the queue could be forever.
             with self._lock:
                 waiting = list(self._open)
             done = self._from_service(waiting)
-            if waiting:
+            if waiting and reconnected:
                 log.warning("task group %s: %d of %d awaited results were complete at the service "
                             "after the outage", self.task_group_id, done, len(waiting))
 
@@ -217,6 +312,55 @@ class ResultWatcher(threading.Thread):
             with self._lock:
                 ids, self._lookup = self._lookup, []
             self._from_service(ids)
+        now = time.monotonic()
+        if now >= self._next_check and now - self._last_delivery >= QUIET_S and self._open:
+            # A quiet stream while futures wait: ask the service whether any completed.  A full
+            # result queue drops its oldest results (drop-head), and a result may have reached
+            # another consumer of the queue (an upstream SDK); either way it would never come.
+            with self._lock:
+                waiting = list(self._open)
+            found = self._from_service(waiting)
+            if found:
+                log.warning("task group %s: %d of %d awaited results were complete at the service "
+                            "but never came on the result stream (a full result queue drops its "
+                            "oldest results)", self.task_group_id, found, len(waiting))
+            self._check_every = QUIET_S if found else min(CHECK_MAX_S, self._check_every * 2)
+            self._next_check = time.monotonic() + self._check_every
+
+    # --- results from the service, while the stream is not this watcher's -------------------------
+    def _start_polling(self) -> None:
+        self.mode = "poll"
+        poller = self._poller
+        if poller is None or not poller.is_alive():
+            self._poll_wake.clear()
+            self._poller = threading.Thread(target=self._poll, name=f"{self.name}-poll", daemon=True)
+            self._poller.start()
+
+    def _poll(self) -> None:
+        """Resolve open futures from the service until the stream is this watcher's again."""
+        interval = 0.0  # the first round at once: the results may be stored already
+        while True:
+            if self._poll_wake.wait(interval):
+                self._poll_wake.clear()
+                interval = POLL_FIRST_S  # new futures: ask soon, not at once (submit bursts)
+                if self._stopped.wait(POLL_FIRST_S):
+                    return
+            if self._stopped.is_set() or self.mode != "poll":
+                return
+            with self._lock:
+                waiting = list(self._open)
+            if not waiting:
+                interval = POLL_MAX_S
+                continue
+            try:
+                found = self._from_service(waiting)
+            except ConnectionError as exc:  # the service is away too: the loop's outage
+                log.debug("task group %s: polling the service failed: %s", self.task_group_id, exc)
+                found = 0
+            except Exception:  # never let the poller die quietly: it is all these futures have
+                log.exception("task group %s: polling the service failed", self.task_group_id)
+                found = 0
+            interval = POLL_FIRST_S if found else min(POLL_MAX_S, max(POLL_FIRST_S, interval * 2))
 
     def _from_service(self, waiting: list[str]) -> int:
         """Resolve those of ``waiting`` that are complete at the service; how many were."""
@@ -233,35 +377,17 @@ class ResultWatcher(threading.Thread):
                     f = self._open.pop(tid, None)
                     if f is not None:
                         ready.append((f, doc))
-                        self._recovered.add(tid)
+                        self._recovered[tid] = None
+                        if len(self._recovered) > FORGOTTEN_LIMIT:
+                            del self._recovered[next(iter(self._recovered))]
+            serializer = self.client.fx_serializer
             for f, doc in ready:
-                self._resolve_stored(f, doc)
+                resolve_document(f, doc, serializer)
             done += len(ready)
         return done
 
-    def _resolve_stored(self, fut: ComputeFuture, doc: dict[str, Any]) -> None:
-        try:
-            if doc.get("status") == "cancelled":
-                fut._cancel_here()
-            elif doc.get("status") == "success":
-                try:
-                    fut.set_result(self.client.fx_serializer.deserialize(doc["result"]))
-                except Exception as exc:
-                    err = Exception(f"Malformed or unexpected data structure. Data: {doc.get('result')}")
-                    err.__cause__ = exc
-                    fut.set_exception(err)
-            else:
-                data = doc.get("exception") or ""
-                if fut._retry is not None:
-                    # the stored task has no error code: a matching type is taken as the user's
-                    data = fut._retry.failed(data, True)
-                    if data is None:
-                        return
-                fut.set_exception(_task_failed()(data, str(doc.get("completion_t"))))
-        except Exception:  # InvalidStateError: cancelled by the user
-            log.debug("future %s was cancelled or resolved already", fut.task_id)
-
     def _handle_and_ack(self, consumer: Any, batch: Any) -> None:
+        self._last_delivery = time.monotonic()
         self._handle(consumer, batch)
         # acked only once its futures are resolved.  (Deferring acks across batches was
         # measured too: no gain, as the broker rather than the ack limits the stream.)
@@ -339,7 +465,7 @@ class ResultWatcher(threading.Thread):
                     f = pop(tid, None)
                     if f is None:
                         if self._recovered and tid in self._recovered:
-                            self._recovered.discard(tid)  # resolved from the service already
+                            del self._recovered[tid]  # resolved from the service already
                             continue
                         self._hold(tid, d.timestamp, m)
                     else:
@@ -349,46 +475,13 @@ class ResultWatcher(threading.Thread):
             resolve(f, ts, m)
 
     def _resolve(self, fut: ComputeFuture, timestamp: int | None, msg: Any) -> None:
-        # No done() check first: set_result/set_exception on a future the user cancelled raise
-        # InvalidStateError, caught below, and the common case saves a lock round trip.
-        try:
-            if msg.is_error:
-                code = msg.error_code
-                if code == _CANCELLED_CODE:
-                    fut._cancel_here()
-                    return
-                data = msg.data
-                if fut._retry is not None:
-                    data = fut._retry.failed(data, code == _USER_ERROR_CODE)
-                    if data is None:
-                        return  # sent again: the same future resolves with a later attempt
-                fut.set_exception(_task_failed()(data, str(timestamp or 0)))
-            else:
-                try:
-                    value = self.client.fx_serializer.deserialize(msg.data)
-                except Exception as exc:
-                    err = Exception(f"Malformed or unexpected data structure. Data: {msg.data}")
-                    err.__cause__ = exc
-                    fut.set_exception(err)
-                else:
-                    fut.set_result(value)
-        except Exception:  # InvalidStateError: cancelled by the user; the result is dropped
-            log.debug("future %s was cancelled or resolved already", fut.task_id)
+        resolve_message(fut, msg, timestamp, self.client.fx_serializer)
 
 
-_CANCELLED_CODE = ResultCode.TASK_CANCELLED
-_USER_ERROR_CODE = ResultCode.REMOTE_EXECUTION_ERROR
-
-
-def _task_failed() -> type[Exception]:
-    """``volley.errors.TaskExecutionFailed``, imported once (a function-level import costs a
-    lookup per result)."""
-    global _TASK_FAILED
-    if _TASK_FAILED is None:
-        from volley.errors import TaskExecutionFailed
-
-        _TASK_FAILED = TaskExecutionFailed
-    return _TASK_FAILED
-
-
-_TASK_FAILED: type[Exception] | None = None
+def _where(connection_url: str, port: int | None) -> str:
+    """host:port of the broker a consumer would connect to (``port`` overrides the URL's)."""
+    try:
+        parts = urlsplit(connection_url)
+        return f"{parts.hostname}:{port or parts.port or (5671 if parts.scheme == 'amqps' else 5672)}"
+    except ValueError:
+        return "the broker"

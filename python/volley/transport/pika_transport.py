@@ -17,6 +17,7 @@ from typing import Any
 
 import pika
 import pika.exceptions as pex
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from volley.protocol.batches import BATCH_HEADER, InvalidBatch, decode_batch
 from volley.protocol.messages import InvalidMessageError, decode
@@ -29,7 +30,10 @@ from volley.transport.base import (
     TransportError,
 )
 
-_CONNECTION_ERRORS = (pex.AMQPConnectionError, pex.ConnectionClosed, pex.StreamLostError, OSError)
+# AMQPConnectorException: what BlockingConnection raises when the TCP, TLS or AMQP handshake
+# times out (a port that takes the connection and never answers), not an AMQPConnectionError
+_CONNECTION_ERRORS = (pex.AMQPConnectionError, pex.ConnectionClosed, pex.StreamLostError, OSError,
+                      AMQPConnectorException)
 
 
 def connection_parameters(
