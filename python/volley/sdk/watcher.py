@@ -154,6 +154,7 @@ class ResultWatcher(threading.Thread):
         # ids of unmatched results let go (an ordered set: oldest first), and the futures
         # registered for such ids since, to look up at the service
         self._forgotten: dict[str, None] = {}
+        self._let_go = 0
         self._lookup: list[str] = []
 
     # --- API used by executors ------------------------------------------------------------------
@@ -442,8 +443,13 @@ class ResultWatcher(threading.Thread):
         self._forgotten[oldest] = None
         if len(self._forgotten) > FORGOTTEN_LIMIT:
             del self._forgotten[next(iter(self._forgotten))]
-        log.warning("task group %s: more than %d results arrived for no known future; the oldest "
-                    "is let go (the service still has it)", self.task_group_id, UNMATCHED_LIMIT)
+        self._let_go += 1
+        # one line, then one per 10,000 more: a stream of results for another reader's futures
+        # (a second Client of this process on the same group) must not flood the log
+        if self._let_go % 10_000 == 1:
+            log.warning("task group %s: more than %d results arrived for no known future; the oldest "
+                        "are let go (%d so far; the service still has them)", self.task_group_id,
+                        UNMATCHED_LIMIT, self._let_go)
 
     def _handle(self, consumer: Any, batch: Any) -> None:
         ready = []
