@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tasks
+from .guarantees import markdown as guarantees_table
 
 FAULTS = ("endpoint", "service", "broker", "outage", "client")
 TRANSPORTS = ("native", "python")
@@ -909,6 +910,12 @@ one run of commit `{commit[:12]}`{' **with uncommitted changes**' if dirty else 
   futures of the batch being submitted fail, with an error naming the cause.
 * **A client can die.** A new process calling `Executor.reload_tasks(task_group_id)` gets a
   future for every task of the group, resolved from the service or from the result stream.
+
+## Under concurrency and bad luck
+
+Each line is checked by the test it names, in `make test` (not by this suite's run).
+
+{guarantees_table()}
 
 ## This run
 
