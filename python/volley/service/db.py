@@ -1,5 +1,6 @@
 """Storage set-up: engines (SQLite in WAL mode by default, PostgreSQL by URL), schema migrations
-(Alembic, run at start by whoever opens the database first) and sessions."""
+(Alembic, run at start by whoever opens the database first), sessions, and which database
+failures are passing (busy, locked, unreachable) rather than a fault of the request."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # pg_advisory_xact_lock key: service processes starting together migrate one after the other
 _MIGRATION_LOCK_KEY = 0x766F6C6C6579  # "volley"
+# How long a statement waits for a lock another connection holds before the request is answered
+# 503 (and retried by the SDK).  Below the SDK's HTTP timeout (60 s), so that a client waiting
+# for a busy database hears "try again" rather than losing the answer.  A database URL may set
+# its own: ``sqlite:///path?timeout=5``, ``postgresql+psycopg://...?options=-c lock_timeout=5000``.
+BUSY_TIMEOUT_S = 30.0
 
 
 class DatabaseError(RuntimeError):
@@ -23,7 +30,11 @@ class DatabaseError(RuntimeError):
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        query = make_url(url).query
+        connect_args: dict[str, Any] = {"check_same_thread": False}
+        if "timeout" not in query:  # connect_args would override the URL's own
+            connect_args["timeout"] = BUSY_TIMEOUT_S
+        engine = create_engine(url, connect_args=connect_args)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -40,12 +51,15 @@ def make_engine(url: str) -> Engine:
             f"database URL {_redact(url)!r} names no driver: use postgresql+psycopg://... "
             "(psycopg 3, `pip install 'psycopg[binary]'`)"
         )
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    pg_args: dict[str, Any] = {}
+    if url.startswith("postgresql") and "options" not in make_url(url).query:
+        # without it a statement behind a lock (a migration, an admin's LOCK TABLE, a stuck
+        # transaction) would wait for ever, and so would the request and its client
+        pg_args["options"] = f"-c lock_timeout={int(BUSY_TIMEOUT_S * 1000)}"
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=pg_args)
 
 
 def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not even a URL: nothing secret can be recovered from the message
@@ -67,6 +81,8 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            # another process's migration may take longer than the busy timeout: wait it out
+            conn.execute(text("SET LOCAL lock_timeout = 0"))
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
         names = set(inspect(conn).get_table_names())
         if "users" in names and "alembic_version" not in names:
@@ -101,3 +117,56 @@ def database_session(url: str) -> Iterator[Session]:
             yield session
     finally:
         engine.dispose()
+
+
+# SQLite's primary result codes (the low byte of an extended code) for a database that another
+# connection holds, that is out of space, or that the disk failed to read or write
+_SQLITE_PASSING = {5: "the database is locked by another writer (SQLITE_BUSY)",
+                   6: "a table is locked (SQLITE_LOCKED)",
+                   10: "the disk failed to read or write the database (SQLITE_IOERR)",
+                   13: "the database or its disk is full (SQLITE_FULL)"}
+_SQLITE_TEXTS = ("database is locked", "database table is locked", "disk i/o error", "disk is full")
+# PostgreSQL SQLSTATEs (classes, or whole codes) of a failure the same request may not meet
+# again: connection trouble, a serialization failure or deadlock, the server short of resources
+# or shutting down, a lock not granted in time, a statement cancelled by a timeout
+_PG_PASSING = ("08", "40", "53", "55P03", "57", "58")
+
+
+def unavailable_cause(exc: BaseException) -> str | None:
+    """Why the database could not serve a request for a passing reason -- busy, locked, full,
+    unreachable, a deadlock -- so that the same request may well succeed later; None when the
+    error is the request's or the program's own (a constraint, a bad statement)."""
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return f"no database connection came free in time ({exc})"
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return None
+    orig = exc.orig
+    if exc.connection_invalidated:
+        return f"the connection to the database was lost ({type(orig).__name__}: {_first_line(orig)})"
+    if not isinstance(exc, sa_exc.OperationalError):
+        return None
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return _SQLITE_PASSING.get(code & 0xFF)
+    sqlstate = getattr(orig, "sqlstate", "")
+    if sqlstate is None:  # psycopg: the client itself failed to reach or hear the server
+        return f"the database did not answer ({_first_line(orig)})"
+    if sqlstate:
+        if sqlstate.startswith(_PG_PASSING):
+            return f"the database refused for now ({sqlstate}: {_first_line(orig)})"
+        return None
+    text_ = str(orig).lower()
+    if any(t in text_ for t in _SQLITE_TEXTS):  # a driver that gives no code
+        return f"the database is busy or out of space ({_first_line(orig)})"
+    return None
+
+
+def commit_outcome_unknown(exc: BaseException) -> bool:
+    """True when the connection broke outside any statement of the request: at its commit (or
+    rollback), so the commit may have happened.  A failed connect or statement leaves nothing
+    behind."""
+    return isinstance(exc, sa_exc.DBAPIError) and exc.statement is None and exc.connection_invalidated
+
+
+def _first_line(exc: BaseException | None) -> str:
+    return str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else type(exc).__name__

@@ -1,5 +1,11 @@
 """Errors as JSON: every failure answers ``{"code": ..., "message": ...}`` with its HTTP status,
-the shape globus-sdk parses into ``GlobusAPIError.code`` / ``.messages``."""
+the shape globus-sdk parses into ``GlobusAPIError.code`` / ``.messages``.
+
+A database that is busy, locked or unreachable is answered here, for every route at once: 503
+``DATABASE_UNAVAILABLE`` with ``Retry-After``.  The transaction was rolled back, so any client
+may send the request again; for that to hold, a route changes the broker only after a commit
+(see routes/endpoints.py), and what it did before a later 503 is what the repeat does again.
+Every 503 carries ``Retry-After``."""
 
 from __future__ import annotations
 
@@ -8,12 +14,19 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from typing_extensions import TypedDict
 
 from volley.protocol.codes import ApiCode
+from volley.service.db import commit_outcome_unknown, unavailable_cause
 
 log = logging.getLogger(__name__)
+
+# seconds a client is asked to wait after a 503: the request already waited out the database's
+# busy timeout, so a short pause is enough for a lock holder to finish; clients back off further
+RETRY_AFTER_S = 1
 
 
 class ErrorBody(TypedDict):
@@ -59,8 +72,35 @@ COMMON_RESPONSES: dict[int | str, dict[str, object]] = {
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:
+        headers = exc.headers
+        if exc.status == 503 and not (headers and "Retry-After" in headers):
+            headers = {**(headers or {}), "Retry-After": str(RETRY_AFTER_S)}
+        return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)
+    async def _database(req: Request, exc: Exception) -> JSONResponse:
+        cause = unavailable_cause(exc)
+        if cause is None:
+            return _internal(req, exc)
+        # one line, no traceback: a busy database is an operating condition, not a bug
+        if commit_outcome_unknown(exc):
+            # not 503 ("nothing was done"): clients send a 504 again only if that is harmless
+            log.warning("database lost during the commit of %s %s: %s; answered 504",
+                        req.method, req.url.path, cause)
+            return JSONResponse(
+                {"code": ApiCode.DATABASE_UNAVAILABLE,
+                 "message": f"the database connection broke during the commit ({cause}): the request "
+                            "may or may not have been stored; check before sending it again, unless "
+                            "it is idempotent (a submit with the same request_id is)"},
+                status_code=504,
+            )
+        log.warning("database unavailable on %s %s: %s; answered 503", req.method, req.url.path, cause)
         return JSONResponse(
-            {"code": exc.code, "message": exc.message}, status_code=exc.status, headers=exc.headers
+            {"code": ApiCode.DATABASE_UNAVAILABLE,
+             "message": f"the database could not serve the request: {cause}; nothing was changed, "
+                        f"send it again (after Retry-After, {RETRY_AFTER_S} s)"},
+            status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)},
         )
 
     @app.exception_handler(RequestValidationError)
@@ -93,8 +133,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", req.method, req.url.path)
-        return JSONResponse(
-            {"code": ApiCode.INTERNAL_ERROR, "message": f"internal error ({type(exc).__name__}); see the service log"},
-            status_code=500,
-        )
+        return _internal(req, exc)
+
+
+def _internal(req: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", req.method, req.url.path, exc_info=exc)
+    return JSONResponse(
+        {"code": ApiCode.INTERNAL_ERROR, "message": f"internal error ({type(exc).__name__}); see the service log"},
+        status_code=500,
+    )

@@ -171,8 +171,15 @@ def list_endpoints(role: str | None = None, c: Caller = Depends(caller)) -> list
 @router.delete("/v2/endpoints/{endpoint_id}", responses={503: {"model": ErrorBody}})
 def delete_endpoint(endpoint_id: str, c: Caller = Depends(caller)) -> EndpointDeleted:
     """Delete an endpoint: its broker user and task queue go, and every task still waiting for
-    it fails with a clear error (delivered to the SDK like any result)."""
+    it fails with a clear error (delivered to the SDK like any result).
+
+    The database decides first: the endpoint is locked and that is committed before the broker
+    is touched, so a database that cannot commit leaves everything as it was.  Should the broker
+    or the final commit then fail, the answer is 503 and the endpoint stays locked (it cannot
+    register again for ``endpoint_lock_s``); every step is idempotent, so DELETE again finishes."""
     ep = owned(c, Endpoint, endpoint_id, "endpoint")
+    _lock(c, ep)
+    c.session.commit()
     pending = list(
         c.session.scalars(
             select(Task.id).where(
@@ -187,10 +194,23 @@ def delete_endpoint(endpoint_id: str, c: Caller = Depends(caller)) -> EndpointDe
         state.gateway.delete_endpoint_queue(ep.id)
         _fail_tasks(c, ep.id, pending, f"endpoint {ep.id} was deleted before this task ran")
     except _BROKER_ERRORS as exc:
-        raise broker_unavailable(exc) from exc
+        raise ApiError(
+            503, ApiCode.BROKER_UNAVAILABLE,
+            f"the message broker did not complete the deletion ({exc}); endpoint {ep.id} is locked "
+            "meanwhile: send DELETE again to finish it",
+        ) from exc
     c.session.delete(ep)
     c.session.commit()
     return {"result": 302, "endpoint_id": ep.id}
+
+
+def _lock(c: Caller, ep: Endpoint) -> float:
+    """Mark ``ep`` stopped until the lock expires (not yet committed); returns that time."""
+    until = time.time() + c.state.settings.endpoint_lock_s
+    ep.locked_until = until
+    ep.active = False
+    ep.broker_salt = new_salt()  # the password it had never works again
+    return until
 
 
 def _fail_tasks(c: Caller, endpoint_id: str, task_ids: list[str], reason: str) -> None:
@@ -212,18 +232,16 @@ def _fail_tasks(c: Caller, endpoint_id: str, task_ids: list[str], reason: str) -
 @router.post("/v3/endpoints/{endpoint_id}/lock", responses={503: {"model": ErrorBody}})
 def lock_endpoint(endpoint_id: str, c: Caller = Depends(caller)) -> EndpointLocked:
     """Stop an endpoint remotely: its broker user is revoked (closing its connections) and it
-    may not register again until the lock expires.  Queued tasks wait for its return."""
+    may not register again until the lock expires.  Queued tasks wait for its return.  The lock
+    is committed before the broker user goes; if the broker then fails, the lock stands and
+    locking again (which the 503 invites) revokes the user."""
     ep = owned(c, Endpoint, endpoint_id, "endpoint")
-    until = time.time() + c.state.settings.endpoint_lock_s
-    ep.locked_until = until
-    ep.active = False
-    ep.broker_salt = new_salt()  # the password it had never works again
+    until = _lock(c, ep)
+    c.session.commit()
     try:
         c.state.credentials.revoke_endpoint(ep.id)
     except _BROKER_ERRORS as exc:
-        c.session.rollback()
         raise broker_unavailable(exc) from exc
-    c.session.commit()
     return {"endpoint_id": ep.id, "lock_expiration_timestamp": iso(until)}
 
 
