@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,7 +17,8 @@ import pytest
 from volley.local.certs import ensure_tls_files
 from volley.sdk.http import ApiSession, ComputeAPIError
 
-Reply = tuple[int, bytes, bool]  # status, body, close the connection after answering
+# status, body, close the connection after answering[, more headers]
+Reply = tuple[int, bytes, bool] | tuple[int, bytes, bool, dict[str, str]]
 
 
 class _Server(ThreadingHTTPServer):
@@ -47,10 +49,12 @@ class _Handler(BaseHTTPRequestHandler):
         if reply is None:  # hang up without answering: the request may or may not have acted
             self.close_connection = True
             return
-        status, out, close = reply
+        status, out, close, *more = reply
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
+        for name, value in (more[0] if more else {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(out)
         self.wfile.flush()
@@ -156,6 +160,36 @@ def test_busy_service_is_retried(serve: Callable[..., _Server]) -> None:
     srv = serve(lambda *_: next(answers))
     assert ApiSession(_url(srv), retry_for=30).get("/v2/version") == {"ok": 1}
     assert len(srv.requests) == 2
+
+
+@pytest.mark.parametrize("retry_after", ["2", "http-date"])
+def test_a_503_is_sent_again_no_sooner_than_its_retry_after(serve: Callable[..., _Server], retry_after: str) -> None:
+    from email.utils import formatdate
+
+    value = formatdate(time.time() + 3, usegmt=True) if retry_after == "http-date" else retry_after
+    sent: list[float] = []
+
+    def replies(*_: Any) -> Reply:
+        sent.append(time.monotonic())
+        if len(sent) == 1:
+            return 503, b'{"code": "DATABASE_UNAVAILABLE", "message": "locked"}', False, {"Retry-After": value}
+        return 200, b'{"ok": 1}', False
+
+    srv = serve(replies)
+    # a plain POST too: a 503 says the service did nothing
+    assert ApiSession(_url(srv), retry_for=30).post("/v3/functions", json={}) == {"ok": 1}
+    assert len(srv.requests) == 2
+    # the back-off alone would have sent it again within a quarter of a second
+    assert sent[1] - sent[0] >= 1.5
+
+
+def test_a_retry_after_beyond_the_retry_budget_is_not_waited_for(serve: Callable[..., _Server]) -> None:
+    srv = serve(lambda *_: (503, b'{"code": "BUSY", "message": "much later"}', False, {"Retry-After": "86400"}))
+    started = time.monotonic()
+    with pytest.raises(ComputeAPIError) as info:
+        ApiSession(_url(srv), retry_for=1).get("/v2/version")
+    assert info.value.http_status == 503 and info.value.message == "much later"
+    assert time.monotonic() - started < 60  # the budget bounds the wait, not the service's wish
 
 
 @pytest.mark.parametrize(

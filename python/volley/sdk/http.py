@@ -5,8 +5,8 @@ CPU through requests/urllib3 and ~0.35 ms here, and that CPU is both on every ta
 inside every round trip's latency (docs/benchmarks.md).  What requests would have given us is
 kept: connection reuse across threads (a small pool), TLS verified against ``verify`` (a CA
 file) or else ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` / certifi's bundle, retries with
-back-off while the service is down or busy (never sending a request twice that could act
-twice: see ``ApiSession.request``).  Where the environment names a proxy for the
+back-off while the service is down or busy, waiting at least as long as its ``Retry-After``
+asks (never sending a request twice that could act twice: see ``ApiSession.request``).  Where the environment names a proxy for the
 service (``HTTPS_PROXY`` and friends, minus ``NO_PROXY``), requests is used after all: proxy
 handling is its business, not ours.
 """
@@ -24,6 +24,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from volley.transport.reconnect import GaveUp, Outage, ReconnectPolicy
@@ -69,11 +70,12 @@ class ComputeAPIError(Exception):
 
 
 class _Response:
-    __slots__ = ("content", "status_code")
+    __slots__ = ("content", "retry_after", "status_code")
 
-    def __init__(self, status_code: int, content: bytes) -> None:
+    def __init__(self, status_code: int, content: bytes, retry_after: str | None = None) -> None:
         self.status_code = status_code
         self.content = content
+        self.retry_after = _seconds(retry_after)
 
     @property
     def text(self) -> str:
@@ -81,6 +83,22 @@ class _Response:
 
     def json(self) -> Any:
         return _json.loads(self.content)
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds from now (it is either seconds or an HTTP date);
+    None when absent or unreadable (then the back-off alone decides)."""
+    if not retry_after:
+        return None
+    value = retry_after.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def _tls_context(verify: str | bool) -> ssl.SSLContext:
@@ -198,7 +216,7 @@ class ApiSession:
         if self._requests is not None:
             r = self._requests.request(method, self._origin + target, data=body, headers=headers,
                                        timeout=self.timeout)
-            return _Response(r.status_code, r.content)
+            return _Response(r.status_code, r.content, r.headers.get("Retry-After"))
         while True:
             conn, reused = self._pool.take()
             try:
@@ -217,7 +235,7 @@ class ApiSession:
                 conn.close()
             else:
                 self._pool.give(conn)
-            return _Response(resp.status, content)
+            return _Response(resp.status, content, resp.getheader("Retry-After"))
 
     def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
                 idempotent: bool | None = None, retry_for: float | None = None) -> Any:
@@ -228,7 +246,8 @@ class ApiSession:
         nothing); after a lost connection or a 502/504 only if ``idempotent`` -- by default
         GET, PUT and DELETE; a POST is idempotent when its caller says so (a submission with a
         request id, a status query).  ``retry_for`` bounds the waiting (seconds; default
-        ``self.retry_for``), with the shared back-off of ``volley.transport.reconnect``."""
+        ``self.retry_for``), with the shared back-off of ``volley.transport.reconnect``; a
+        ``Retry-After`` in the answer lengthens a wait, never beyond that bound."""
         url = self.base_url + path
         target = self._prefix + path
         params = {k: v for k, v in (params or {}).items() if v is not None}
@@ -279,6 +298,9 @@ class ApiSession:
                     delay = outage.failed(ComputeAPIError(status, "RETRY", resp.text[:200], method, url))
                 except GaveUp:
                     break  # the service's own answer says why
+                if resp.retry_after is not None and outage.since is not None:
+                    left = limit - (time.monotonic() - outage.since)
+                    delay = max(delay, min(resp.retry_after, left))
             time.sleep(delay)
         outage.recovered()
         if resp.status_code >= 400:
