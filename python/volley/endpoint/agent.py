@@ -41,6 +41,7 @@ from typing import Any
 
 from volley.endpoint.acks import DeliveryBook
 from volley.endpoint.attempts import AttemptLog
+from volley.endpoint.cancels import CancelRecord
 from volley.endpoint.config import EndpointConfig
 from volley.endpoint.control import ControlListener
 from volley.endpoint.engines import Engine, build_engine
@@ -61,6 +62,9 @@ __all__ = ("Agent", "AgentError", "AlreadyRunning", "QueueHeld", "install_signal
 
 log = logging.getLogger(__name__)
 
+# how long the start waits for the control queue's pending cancel notices
+CONTROL_CATCH_UP_S = 30.0
+
 
 class Agent:
     def __init__(self, name: str, directory: Path, config: EndpointConfig, client: Any,
@@ -71,6 +75,7 @@ class Agent:
         self.client = client
         self.transport = transport
         self.store = ResultStore(directory / "unacked_results")
+        self.cancels: CancelRecord | None = None  # opened under the lock: one writer
         self.book = DeliveryBook()
         self._stop = threading.Event()
         self.stop_reason = ""
@@ -163,6 +168,7 @@ class Agent:
             endpoint_dir=str(self.dir), run_in_sandbox=self.config.sandbox,
         )
         attempts = self.attempts = AttemptLog(self.dir / "attempts.log")
+        cancels = self.cancels = CancelRecord(self.dir / "cancelled_tasks")
         engine.on_start = attempts.started
         self.prefetch = AdaptivePrefetch(engine.capacity, fixed=self.config.prefetch)
         publisher = self.publisher = self._open_publisher(reg["result_queue_info"]["connection_url"],
@@ -176,13 +182,14 @@ class Agent:
                                               batches=reg["result_queue_info"].get(BATCH_CAPABILITY) is True)
         intake = self.intake = TaskIntake(
             self.name, eid, reg["task_queue_info"], amqp=self._amqp(), prefetch=self.prefetch,
-            engine=engine, book=self.book, results=results, attempts=attempts, stored=self.store.has,
+            engine=engine, book=self.book, results=results, attempts=attempts, cancels=cancels,
+            stored=self.store.has,
             allowed_functions=self.config.allowed_functions, policy=self.policy, stopped=self._stop,
             check_health=self._check_health,
         )
         self.control = ControlListener(
             self.name, eid, reg["task_queue_info"]["connection_url"], amqp=self._amqp(), policy=self.policy,
-            stopped=self._stop, notices=intake.notices,
+            stopped=self._stop, notices=intake.notices, record=cancels,
         )
         self.heartbeats = Heartbeats(
             publisher, heartbeats_route, eid, period=self.config.heartbeat_period,
@@ -202,6 +209,11 @@ class Agent:
             results.start()
             self.heartbeats.start()
             self.control.start()
+            # cancel notices sent while the agent was down apply before its first task runs
+            if not self.control.caught_up.wait(CONTROL_CATCH_UP_S):
+                log.warning("the control queue did not hand over its cancel notices within %.0f s; "
+                            "running tasks meanwhile (a task cancelled while this endpoint was down may run)",
+                            CONTROL_CATCH_UP_S)
             # `volley endpoint start --detach` waits for this: registered, consuming, engine up
             write_private(self.dir / "daemon.ready", str(os.getpid()), fsync=False)
             log.info("endpoint %s (%s) consuming %s with %s, prefetch %s", self.name, self.endpoint_id,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from functools import partial
@@ -20,6 +19,7 @@ from typing import Any
 
 from volley.endpoint.acks import DeliveryBook
 from volley.endpoint.attempts import AttemptLog
+from volley.endpoint.cancels import CancelRecord
 from volley.endpoint.engines import Engine, EngineStopped
 from volley.endpoint.engines.base import cancelled_result, error_result
 from volley.endpoint.errors import QueueHeld
@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 # How soon a confirmed result's ack goes out while tasks are in flight.  A long wait here
 # capped a whole stack at about prefetch / wait tasks per second (~90/s at the default).
 ACK_POLL_S = 0.005
-# ids of cancelled tasks not received yet, dropped on arrival; the oldest are forgotten past this
-CANCELLED_LIMIT = 20_000
 
 
 def _held_by_another(exc: BaseException) -> bool:
@@ -60,6 +58,7 @@ class TaskIntake:
         book: DeliveryBook,
         results: ResultSender,
         attempts: AttemptLog,
+        cancels: CancelRecord,
         stored: Callable[[str], bool],
         allowed_functions: list[str] | None,
         policy: ReconnectPolicy,
@@ -75,9 +74,10 @@ class TaskIntake:
         self.check_health = check_health
         self.received = 0
         self.rejected = 0
-        # cancel notices (volley.endpoint.control), applied on this thread between waits
+        # cancel notices (volley.endpoint.control), applied on this thread between waits; their
+        # ids are in the record already, which drops such a task whenever it is delivered
         self.notices: queue.SimpleQueue[CancelNotice] = queue.SimpleQueue()
-        self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self.cancels = cancels
         self.loop = ConsumeLoop(
             f"task intake of endpoint {name}",
             self.open_consumer,
@@ -150,10 +150,8 @@ class TaskIntake:
                     outcome = self.engine.cancel(task_id, notice.force)
                     log.info("cancel%s of task %s: %s", " (force)" if notice.force else "", task_id, outcome)
                 elif not self.book.was_answered(task_id):
-                    # not received yet: answered now, and its delivery acked unrun when it comes
-                    self._cancelled[task_id] = None
-                    if len(self._cancelled) > CANCELLED_LIMIT:
-                        self._cancelled.popitem(last=False)
+                    # not received yet: answered now (so the service knows at once), and its
+                    # delivery dropped when it comes (the record)
                     self._put(task_id, cancelled_result(task_id, "it was cancelled before it started",
                                                         self.endpoint_id))
 
@@ -183,15 +181,21 @@ class TaskIntake:
             # (or its result is stored); answer the new delivery when that result is confirmed
             self.book.retrack(consumer, task_id, d.tag)
             return
-        if self.book.was_answered(task_id) or (self._cancelled and task_id in self._cancelled):
-            consumer.ack(d.tag)  # its result is confirmed already, or it was cancelled before it came
-            self._cancelled.pop(task_id, None)
+        if self.book.was_answered(task_id):
+            consumer.ack(d.tag)  # its result is confirmed already
+            self.cancels.dropped(task_id)
             return
         self.book.track(task_id, d.tag)
         self.received += 1
         self.prefetch.received(len(d.body))
         if self.stored(task_id):
             return  # ran before a crash; the stored result is re-sent, then this is acked
+        if task_id in self.cancels:
+            # cancelled before it came; the answer sent then may have died with an earlier run of
+            # the agent, so it is answered again, and the delivery acked once that is confirmed
+            self.cancels.dropped(task_id)
+            self._put(task_id, cancelled_result(task_id, "it was cancelled before it started", self.endpoint_id))
+            return
         headers = parse_task_headers(d.headers or {}, task_id)
         if headers.problems:
             text = "; ".join(headers.problems)
