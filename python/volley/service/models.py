@@ -144,6 +144,9 @@ class Task(Base):
         # partial indexes stay as small as the outbox and the set of unfinished tasks
         Index("ix_tasks_unpublished", "created_at",
               postgresql_where=text("published = false"), sqlite_where=text("published = 0")),
+        # each user's outbox, counted against max_queued_tasks_per_user at every submission
+        Index("ix_tasks_unpublished_owner", "owner_id",
+              postgresql_where=text("published = false"), sqlite_where=text("published = 0")),
         Index("ix_tasks_payload_held", "status",
               postgresql_where=text("payload IS NOT NULL"), sqlite_where=text("payload IS NOT NULL")),
     )

@@ -10,6 +10,14 @@ arguments (kept in ``tasks.payload`` until the task completes) and its submissio
 Several service processes may share a database: each publishes the outbox, so a task may be
 published twice.  That is harmless (execution is at-least-once, the result router dedups by
 task id); losing one is not, so a task leaves the outbox only once the broker confirmed it.
+
+A round takes only what is due, a batch (``PAGE`` tasks) at a time, oldest first, and goes on
+to the next batch only while the broker takes them.  An endpoint whose task queue refused tasks
+(full) is left out of the rounds until its back-off (the shared schedule of
+``volley.transport.reconnect``, from one interval up to ``REFUSED_MAX_S``) is over: a full queue
+with a backlog of thousands of submissions costs one publish attempt per step, not a read of the
+whole backlog and a warning per submission every round.  A round logs one summary line, and a
+stretch of failed rounds (the broker away) one line where it starts and one where it ends.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -30,6 +38,7 @@ from volley.protocol.codes import ResultCode
 from volley.protocol.outcomes import ACK
 from volley.service.gateway import BrokerGateway
 from volley.service.models import TERMINAL_STATES, Endpoint, Function, Submission, Task
+from volley.transport.reconnect import ReconnectPolicy
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,11 @@ GRACE_S = 5.0
 PAGE = 500
 # payload characters held in memory at once (at least one task, however large)
 PAYLOAD_BUDGET = 32 * 1024 * 1024
+# the longest an endpoint whose task queue is full waits for the next try
+REFUSED_MAX_S = 30.0
+# endpoints remembered as refusing (one deleted meanwhile is never accepted again): past this,
+# all are forgotten and tried at the next round
+REFUSED_LIMIT = 10_000
 
 _TASKS = cast(Table, Task.__table__)
 
@@ -62,8 +76,45 @@ class _Waiting:
     size: int  # characters of stored arguments; -1 when there are none
 
 
-def _next_page(s: Session, older_than: float, after: tuple[float, str] | None) -> list[_Waiting]:
-    """The next unpublished tasks in (created_at, id) order, without their arguments."""
+class Refusals:
+    """Endpoints whose task queue refused tasks, each with its own back-off: a queue that is
+    full now will be full at the next round too, most likely.  Used by the outbox thread only."""
+
+    def __init__(self, policy: ReconnectPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._until: dict[str, float] = {}
+        self._delays: dict[str, Iterator[float]] = {}
+
+    def waiting(self) -> list[str]:
+        """The endpoints not to try now."""
+        now = self._clock()
+        return sorted(e for e, until in self._until.items() if until > now)
+
+    def __contains__(self, endpoint_id: str) -> bool:
+        until = self._until.get(endpoint_id)
+        return until is not None and until > self._clock()
+
+    def refused(self, endpoint_id: str) -> float:
+        """The endpoint refused tasks: leave it alone for the next delay of its back-off."""
+        if endpoint_id not in self._delays and len(self._delays) >= REFUSED_LIMIT:
+            self._delays.clear()
+            self._until.clear()
+        delays = self._delays.setdefault(endpoint_id, self.policy.delays())
+        delay = self.policy.jittered(next(delays))
+        self._until[endpoint_id] = self._clock() + delay
+        return delay
+
+    def accepted(self, endpoint_id: str) -> None:
+        """The endpoint's queue took tasks: its back-off starts over."""
+        self._delays.pop(endpoint_id, None)
+        self._until.pop(endpoint_id, None)
+
+
+def _next_page(s: Session, older_than: float, after: tuple[float, str] | None,
+               skip_endpoints: Sequence[str] = ()) -> list[_Waiting]:
+    """The next unpublished tasks in (created_at, id) order, without their arguments, leaving
+    out those of ``skip_endpoints``."""
     t = _TASKS.c
     q = (
         select(t.id, t.created_at, t.endpoint_id, t.function_id, t.submission_id, t.status,
@@ -72,6 +123,8 @@ def _next_page(s: Session, older_than: float, after: tuple[float, str] | None) -
         .order_by(t.created_at, t.id)
         .limit(PAGE)
     )
+    if skip_endpoints:
+        q = q.where(t.endpoint_id.not_in(list(skip_endpoints)))
     if after is not None:
         q = q.where(or_(t.created_at > after[0], and_(t.created_at == after[0], t.id > after[1])))
     return [_Waiting(*row) for row in s.execute(q)]
@@ -111,20 +164,24 @@ def _by_budget(tasks: Sequence[_Waiting]) -> Iterable[list[_Waiting]]:
 
 
 class _Round:
-    """One pass over the outbox; counts what it did for the log."""
+    """One pass over what is due in the outbox; counts what it did for the log."""
 
-    def __init__(self, gateway: BrokerGateway, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, gateway: BrokerGateway, sessions: sessionmaker[Session], refusals: Refusals) -> None:
         self.gateway, self.sessions = gateway, sessions
+        self.refusals = refusals
         self.published = 0
+        self.read = 0
+        self.refused: set[str] = set()  # endpoints whose queue refused tasks in this round
         self._codes: dict[str, str] = {}
 
     def run(self, older_than: float) -> int:
         after: tuple[float, str] | None = None
         while True:
             with self.sessions() as s:
-                page = _next_page(s, older_than, after)
+                page = _next_page(s, older_than, after, self.refusals.waiting())
             if not page:
                 return self.published
+            self.read += len(page)
             after = (page[-1].created_at, page[-1].id)
             self._codes.clear()  # bounded by the functions of one page
             self._handle(page)
@@ -151,6 +208,8 @@ class _Round:
         for (endpoint_id, submission_id), tasks in groups.items():
             sub = headers.get(submission_id or "")
             for run in _by_budget(tasks):
+                if endpoint_id in self.refusals:
+                    break  # its queue refused tasks a moment ago: the rest would be refused too
                 self._publish(endpoint_id, run, sub)
 
     def _settle(self, tasks: list[_Waiting]) -> None:
@@ -203,16 +262,40 @@ class _Round:
             with self.sessions() as s:
                 mark_published(s, list(confirmed))
                 s.commit()
+            self.refusals.accepted(endpoint_id)
         self.published += len(confirmed)
-        log.warning("outbox: published %d of %d waiting tasks of endpoint %s",
-                    len(confirmed), len(messages), endpoint_id)
+        if len(confirmed) < len(messages):
+            # refused (the gateway logged why): the queue is full
+            self.refusals.refused(endpoint_id)
+            self.refused.add(endpoint_id)
 
 
-def publish_pending(gateway: BrokerGateway, sessions: sessionmaker[Session], *, older_than: float) -> int:
-    """Publish every task still in the outbox that was created before ``older_than``, in pages;
-    return how many the broker confirmed.  Raises ``ConnectionError`` / ``TimeoutError`` when
-    the broker cannot be reached (the rest waits for the next round)."""
-    return _Round(gateway, sessions).run(older_than)
+def publish_pending(gateway: BrokerGateway, sessions: sessionmaker[Session], *, older_than: float,
+                    refusals: Refusals | None = None) -> int:
+    """Publish the tasks in the outbox that were created before ``older_than`` and are due
+    (their endpoint's queue is not known to be full), a batch at a time; return how many the
+    broker confirmed.  Raises ``ConnectionError`` / ``TimeoutError`` when the broker cannot be
+    reached (the rest waits for the next round)."""
+    return _run_round(gateway, sessions, older_than, refusals or Refusals(_refusal_policy(INTERVAL_S)))
+
+
+def _refusal_policy(interval_s: float) -> ReconnectPolicy:
+    return ReconnectPolicy(first_delay=interval_s, max_delay=max(interval_s, REFUSED_MAX_S))
+
+
+def _run_round(gateway: BrokerGateway, sessions: sessionmaker[Session], older_than: float,
+               refusals: Refusals) -> int:
+    r = _Round(gateway, sessions, refusals)
+    try:
+        return r.run(older_than)
+    finally:
+        if r.published or r.refused:
+            waiting = refusals.waiting()
+            log.warning(
+                "outbox: published %d waiting tasks (of %d read)%s", r.published, r.read,
+                f"; {len(waiting)} endpoint(s) whose task queue is full are tried again with back-off "
+                f"(up to {refusals.policy.max_delay:g} s)" if waiting else "",
+            )
 
 
 class OutboxPublisher(threading.Thread):
@@ -232,6 +315,7 @@ class OutboxPublisher(threading.Thread):
     ) -> None:
         super().__init__(name="volley-outbox", daemon=True)
         self.gateway, self.sessions = gateway, sessions
+        self.refusals = Refusals(_refusal_policy(interval_s))
         self._restore = restore
         self.interval_s, self.grace_s = interval_s, grace_s
         self._stop_event = threading.Event()
@@ -265,7 +349,7 @@ class OutboxPublisher(threading.Thread):
     def _round(self) -> None:
         try:
             self._restore_if_needed()
-            publish_pending(self.gateway, self.sessions, older_than=time.time() - self.grace_s)
+            _run_round(self.gateway, self.sessions, time.time() - self.grace_s, self.refusals)
         except Exception as exc:  # broker or database briefly away: the next round catches up
             self.last_round_ok = False
             self._note("publishing", exc)

@@ -54,6 +54,10 @@ class ServiceSettings:
     max_endpoints_per_user: int = 100
     max_functions_per_user: int = 10_000
     max_task_groups_per_user: int = 10_000
+    # tasks of one user waiting in the outbox (stored, not yet taken by the broker: it is away,
+    # or the endpoint's task queue is full); a submission past it is answered 429 OUTBOX_FULL
+    # and stores nothing (SDKs wait and send it again).  0: no cap
+    max_queued_tasks_per_user: int = 100_000
     # broker queue bounds (0: none).  A publish to a full queue is refused (x-overflow
     # reject-publish: the publisher sees a nack), except on SDK queues and the dead-letter
     # queue, where the oldest message goes to the dead-letter queue / is dropped (drop-head).

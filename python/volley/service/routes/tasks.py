@@ -9,7 +9,7 @@ import uuid
 from typing import Any, cast
 
 from fastapi import APIRouter, Depends
-from sqlalchemy import Table, and_, insert, or_, select
+from sqlalchemy import Table, and_, false, func, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from volley.protocol import topology as topo
@@ -33,7 +33,7 @@ from volley.service.models import (
     TaskGroup,
     User,
 )
-from volley.service.outbox import mark_published
+from volley.service.outbox import INTERVAL_S, mark_published
 from volley.service.payloads import MalformedPayload, check_frames
 from volley.service.routes.common import (
     Caller,
@@ -136,6 +136,34 @@ def _validate(c: Caller, endpoint_id: str, body: SubmitBody) -> tuple[Any, dict[
                         "count several bytes each: send smaller arguments",
                     )
     return ep, functions
+
+
+def _check_outbox(c: Caller, count: int) -> None:
+    """429 if the caller's tasks waiting in the outbox, with these ``count``, would pass the cap:
+    while the broker is away (or the endpoint's queue full) one user must not fill the
+    database, and the outbox rounds of everyone, with tasks that cannot be queued anyway."""
+    cap = c.state.settings.max_queued_tasks_per_user
+    if cap <= 0:
+        return
+    if count > cap:
+        raise ApiError(
+            413, ApiCode.TOO_MANY_TASKS,
+            f"{count} tasks in one submit request exceed the limit of {cap} queued tasks per user "
+            "(service setting max_queued_tasks_per_user); send them in smaller batches",
+        )
+    t = _TASKS.c
+    # bounded: reads at most cap + 1 entries of the owner's outbox index
+    mine = select(t.id).where(t.owner_id == c.user_id, t.published == false()).limit(cap + 1).subquery()
+    queued = c.session.scalar(select(func.count()).select_from(mine)) or 0
+    if queued + count > cap:
+        raise ApiError(
+            429, ApiCode.OUTBOX_FULL,
+            f"{queued} tasks of yours wait in the service's outbox for the broker to take them, and "
+            f"{count} more would pass the limit of {cap} (service setting max_queued_tasks_per_user); "
+            "nothing was stored: send them again once those are queued (Volley's SDK waits and "
+            "retries by itself)",
+            headers={"Retry-After": str(max(1, round(INTERVAL_S)))},
+        )
 
 
 def _declare_result_queue(c: Caller, group: TaskGroup) -> None:
@@ -262,6 +290,7 @@ def submit(endpoint_id: str, body: SubmitBody, c: Caller = Depends(caller)) -> S
         previous = _stored(c, request_id)
         if previous is not None:
             return _replay(c, previous, ep.id, body)
+    _check_outbox(c, sum(len(p) for p in body.tasks.values()))
 
     now = time.time()
     group = _task_group(c, body.task_group_id, now)

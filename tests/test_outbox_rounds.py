@@ -1,0 +1,217 @@
+"""The outbox's rounds stay small however large its backlog: with K submissions waiting (the
+broker down, or an endpoint's task queue full and refusing them), one round reads at most a
+batch of them and logs O(1) lines, not a query and two warnings per submission every 2 s.  And
+the per-user cap on queued tasks: past it, a submission is answered 429 naming the limit and
+its setting, stores nothing, and the SDK waits it out.
+
+A real service on SQLite and PostgreSQL, the session's real broker (through a TCP relay that the
+test stops, for the outage); the service's SQL is counted at the database engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from service_helpers import (
+    BrokerHost,
+    Service,
+    TcpRelay,
+    backend_of,
+    relayed_settings,
+    run_service,
+    start_service,
+    task_payload,
+    wait_for,
+)
+from volley.service.models import Submission, Task
+from volley.service.outbox import PAGE, OutboxPublisher
+
+pytest_plugins = ["service_fixtures"]
+
+K = 60  # waiting submissions, one task each
+
+
+def _outbox(svc: Service) -> OutboxPublisher:
+    return next(t for t in svc.client.app.state.volley_threads if isinstance(t, OutboxPublisher))
+
+
+class RoundWatch:
+    """SQL statements and log lines of the outbox thread, by the round they belong to."""
+
+    def __init__(self, svc: Service) -> None:
+        self.outbox = _outbox(svc)
+        self.engine = svc.state.sessions.kw["bind"]
+        self.statements: Counter[int] = Counter()
+        self.lines: dict[int, list[str]] = {}
+        self.tasks_read: Counter[int] = Counter()
+        self._handler = logging.Handler()
+        self._handler.emit = self._log  # type: ignore[method-assign]
+
+    def _round(self) -> int | None:
+        if threading.current_thread() is not self.outbox:
+            return None
+        return self.outbox.rounds  # the round under way is the next one counted
+
+    def _sql(self, _conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        r = self._round()
+        if r is not None:
+            self.statements[r] += 1
+
+    def _rows(self, _conn: Any, _clause: Any, _params: Any, _opts: Any, result: Any) -> None:
+        r = self._round()
+        if r is not None and result.returns_rows and "FROM tasks" in str(_clause):
+            self.tasks_read[r] += 1
+
+    def _log(self, record: logging.LogRecord) -> None:
+        r = self._round()
+        if r is not None and record.levelno >= logging.INFO:
+            self.lines.setdefault(r, []).append(record.getMessage())
+
+    def __enter__(self) -> RoundWatch:
+        sa.event.listen(self.engine, "before_cursor_execute", self._sql)
+        logging.getLogger("volley").addHandler(self._handler)
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self._sql)
+        logging.getLogger("volley").removeHandler(self._handler)
+
+    def complete_rounds(self, n: int) -> list[int]:
+        """Wait until ``n`` whole rounds ran under watch; their numbers."""
+        first = self.outbox.rounds + 1  # the one under way now may have begun unwatched
+        self.outbox.wake()
+        wait_for(lambda: self.outbox.rounds >= first + n, timeout=60, what=f"{n} outbox rounds")
+        return list(range(first, first + n))
+
+
+def _backdate(svc: Service, user_id: str) -> None:
+    """Make the waiting tasks old enough for the outbox at once (it leaves young ones to the
+    request that made them)."""
+    with svc.state.sessions() as s:
+        s.execute(sa.update(Task).where(Task.owner_id == user_id).values(created_at=Task.created_at - 60))
+        s.commit()
+
+
+def _submit_each(svc: Service, user: Any, ep: str, fid: str, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        ids += svc.submit(user, ep, fid, (i,), create_queue=False)["tasks"][fid]
+    return ids
+
+
+def _assert_small(watch: RoundWatch, rounds: list[int]) -> None:
+    for r in rounds:
+        # a batch of the backlog is a handful of queries, whatever K is; and one line, not 2 K
+        assert watch.statements[r] <= 12, (r, watch.statements)
+        assert len(watch.lines.get(r, [])) <= 2, (r, watch.lines.get(r))
+
+
+def test_rounds_with_a_full_task_queue_touch_a_batch_and_log_a_line(
+    broker_host: BrokerHost, fresh_db: str
+) -> None:
+    broker = broker_host.new_vhost()
+    with contextmanager(start_service)(broker, fresh_db, backend_of(fresh_db), task_queue_max_length=1) as svc:
+        alice = svc.new_user()
+        fid, ep = svc.register_function(alice), svc.register_endpoint(alice)["endpoint_id"]
+        ids = _submit_each(svc, alice, ep, fid, K + 1)  # the first fills the queue; K wait
+        assert svc.count(Task, owner_id=alice.id, published=False) == K
+        _backdate(svc, alice.id)
+        with RoundWatch(svc) as watch:
+            rounds = watch.complete_rounds(4)
+        _assert_small(watch, rounds)
+        assert svc.broker.queue_depth(f"{ep}.tasks") == 1
+        assert svc.count(Task, owner_id=alice.id, published=False) == K  # nothing lost or doubled
+        # the endpoint takes its task: the outbox fills the queue again, oldest first
+        first = [p.headers["task_uuid"] for _m, p, _b in svc.broker.drain(f"{ep}.tasks")]
+        wait_for(lambda: svc.broker.queue_depth(f"{ep}.tasks") == 1, timeout=60, what="the outbox to refill")
+        second = [p.headers["task_uuid"] for _m, p, _b in svc.broker.drain(f"{ep}.tasks")]
+        assert first + second == ids[:2]
+        assert svc.count(Task, owner_id=alice.id, published=False) == K - 1
+
+
+def test_rounds_during_a_broker_outage_touch_a_batch_and_log_a_line(
+    broker_host: BrokerHost, relay: TcpRelay, fresh_db: str
+) -> None:
+    broker = broker_host.new_vhost()
+    settings = relayed_settings(broker, fresh_db, relay)
+    with contextmanager(run_service)(settings, broker, backend_of(fresh_db)) as svc:
+        alice = svc.new_user()
+        fid, ep = svc.register_function(alice), svc.register_endpoint(alice)["endpoint_id"]
+        relay.stop()
+        ids = _submit_each(svc, alice, ep, fid, K)
+        _backdate(svc, alice.id)
+        with RoundWatch(svc) as watch:
+            rounds = watch.complete_rounds(4)
+        _assert_small(watch, rounds)
+        relay.start()
+        wait_for(lambda: svc.count(Task, owner_id=alice.id, published=False) == 0, timeout=60,
+                 what="the outbox to publish the backlog")
+        taken = [p.headers["task_uuid"] for _m, p, _b in svc.broker.drain(f"{ep}.tasks")]
+        assert Counter(taken) == Counter(ids)
+
+
+def test_the_backlog_is_published_in_batches_not_all_in_one_read(
+    broker_host: BrokerHost, relay: TcpRelay, fresh_db: str
+) -> None:
+    """After an outage, a backlog larger than a batch is published a batch at a time, each
+    batch right after the last (not one per interval), oldest first."""
+    broker = broker_host.new_vhost()
+    settings = relayed_settings(broker, fresh_db, relay)
+    with contextmanager(run_service)(settings, broker, backend_of(fresh_db)) as svc:
+        alice = svc.new_user()
+        fid, ep = svc.register_function(alice), svc.register_endpoint(alice)["endpoint_id"]
+        relay.stop()
+        ids: list[str] = []
+        for size in (PAGE, PAGE, 7):
+            ids += svc.submit(alice, ep, fid, *[(i,) for i in range(size)], create_queue=False)["tasks"][fid]
+        _backdate(svc, alice.id)
+        relay.start()
+        outbox = _outbox(svc)
+        before = outbox.rounds
+        wait_for(lambda: svc.count(Task, owner_id=alice.id, published=False) == 0, timeout=60,
+                 what="the outbox to publish the backlog")
+        assert outbox.rounds - before <= 2  # the three batches went in one round, not three
+        taken = [p.headers["task_uuid"] for _m, p, _b in svc.broker.drain(f"{ep}.tasks")]
+        assert Counter(taken) == Counter(ids)
+        # oldest submission first (within one, tasks share their creation time)
+        assert set(taken[:PAGE]) == set(ids[:PAGE])
+
+
+# --- the per-user cap on queued tasks -------------------------------------------------------------
+@pytest.fixture()
+def capped(broker_host: BrokerHost, relay: TcpRelay, fresh_db: str) -> Iterator[Service]:
+    broker = broker_host.new_vhost()
+    settings = relayed_settings(broker, fresh_db, relay, max_queued_tasks_per_user=5)
+    yield from run_service(settings, broker, backend_of(fresh_db))
+
+
+def test_submissions_past_the_queued_task_cap_are_429_and_store_nothing(capped: Service, relay: TcpRelay) -> None:
+    svc = capped
+    alice, bob = svc.new_user(), svc.new_user()
+    fid, ep = svc.register_function(alice), svc.register_endpoint(alice)["endpoint_id"]
+    bob_fid, bob_ep = svc.register_function(bob), svc.register_endpoint(bob)["endpoint_id"]
+    relay.stop()
+    svc.submit(alice, ep, fid, *[(i,) for i in range(4)], create_queue=False)  # 4 of 5 wait
+    body = {"create_queue": False, "tasks": {fid: [task_payload(i) for i in range(2)]}}
+    r = svc.client.post(f"/v3/endpoints/{ep}/submit", json=body, headers=alice.headers)
+    assert r.status_code == 429, r.text
+    assert r.json()["code"] == "OUTBOX_FULL", r.json()
+    message = r.json()["message"]
+    assert "4 tasks" in message and "5" in message and "max_queued_tasks_per_user" in message, message
+    assert int(r.headers["Retry-After"]) >= 1
+    assert svc.count(Task, owner_id=alice.id) == 4 and svc.count(Submission, owner_id=alice.id) == 1
+    # up to the cap is fine, and the cap is per user: bob is not held up by alice's backlog
+    svc.submit(alice, ep, fid, (9,), create_queue=False)
+    svc.submit(bob, bob_ep, bob_fid, *[(i,) for i in range(5)], create_queue=False)
+    relay.start()
+    wait_for(lambda: svc.count(Task, published=False) == 0, timeout=60, what="the outbox to drain")
+    # queued again: room for more
+    svc.submit(alice, ep, fid, *[(i,) for i in range(5)], create_queue=False)
