@@ -215,3 +215,56 @@ def test_submissions_past_the_queued_task_cap_are_429_and_store_nothing(capped: 
     wait_for(lambda: svc.count(Task, published=False) == 0, timeout=60, what="the outbox to drain")
     # queued again: room for more
     svc.submit(alice, ep, fid, *[(i,) for i in range(5)], create_queue=False)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def test_the_sdk_waits_out_a_full_outbox_and_its_submission_goes_through(
+    broker_host: BrokerHost, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real SDK over real HTTP: a submission answered 429 is sent again with back-off, and goes
+    through once the endpoint took tasks and the outbox has room; nothing is stored twice."""
+    from served_service import served
+    from service_helpers import _service_settings
+    from volley.sdk.client import Client
+    from volley.service.auth import create_token
+
+    broker = broker_host.new_vhost()
+    settings = _service_settings(broker, f"sqlite:///{tmp_path / 'served.db'}", task_queue_max_length=2,
+                                 max_queued_tasks_per_user=5)
+    with served(settings) as (url, state):
+        with state.sessions() as s:
+            uid, token = create_token(s, "alice")
+        client = Client(service_url=url, token=token, ca_file=broker.info.ca_file)
+        ep = client.register_endpoint("ep")["endpoint_id"]
+        fid = client.register_function(_identity)
+
+        def run(n: int) -> dict[str, Any]:
+            batch = client.create_batch()
+            for i in range(n):
+                batch.add(fid, args=(i,))
+            return client.batch_run(ep, batch)
+
+        run(5)  # two in the endpoint's queue, three in the outbox
+        answer: dict[str, Any] = {}
+        waiting = threading.Thread(target=lambda: answer.update(run(3)), daemon=True)
+        with caplog.at_level(logging.WARNING, logger="volley.sdk.http"):
+            waiting.start()
+            wait_for(lambda: any("429" in r.getMessage() for r in caplog.records), timeout=30,
+                     what="the SDK to be told 429")
+        assert not answer and waiting.is_alive()
+        queue = f"{ep}.tasks"
+        taken = [p.headers["task_uuid"] for _m, p, _b in broker.drain(queue)]  # the endpoint takes two
+        waiting.join(timeout=120)
+        assert not waiting.is_alive() and len(answer["tasks"][fid]) == 3, answer
+
+        def all_taken() -> bool:
+            taken.extend(p.headers["task_uuid"] for _m, p, _b in broker.drain(queue))
+            return len(taken) >= 8
+
+        wait_for(all_taken, timeout=120, what="the endpoint to get every task")
+        with state.sessions() as s:
+            stored = list(s.scalars(sa.select(Task.id).where(Task.owner_id == uid)))
+        assert sorted(taken) == sorted(stored) and len(stored) == 8  # each once
