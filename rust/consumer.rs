@@ -52,6 +52,8 @@ pub struct RawDelivery {
     pub exchange: String,
     pub routing_key: String,
     pub timestamp: Option<u64>,
+    /// The AMQP `user_id` property: RabbitMQ lets a publisher set only its own user name.
+    pub user_id: Option<String>,
     pub headers: Headers,
     pub body: Vec<u8>,
     /// `None` when decoding is off or the delivery is a result batch; else the message or why
@@ -448,6 +450,7 @@ fn convert(delivery: lapin::message::Delivery, tag: u64, decode: bool) -> RawDel
         .map(headers::from_field_table)
         .unwrap_or_default();
     let timestamp = *props.timestamp();
+    let user_id = props.user_id().as_ref().map(|u| u.as_str().to_owned());
     let count = if decode {
         batches::batch_count(&headers)
     } else {
@@ -462,6 +465,7 @@ fn convert(delivery: lapin::message::Delivery, tag: u64, decode: bool) -> RawDel
         exchange: delivery.exchange.as_str().to_owned(),
         routing_key: delivery.routing_key.as_str().to_owned(),
         timestamp,
+        user_id,
         headers,
         decoded,
         batch,
@@ -571,6 +575,7 @@ mod tests {
             exchange: String::new(),
             routing_key: "q".into(),
             timestamp: None,
+            user_id: None,
             headers: Vec::new(),
             body: Vec::new(),
             decoded: None,

@@ -57,6 +57,9 @@ pub struct OutMessage {
     pub headers: Option<Headers>,
     pub timestamp: Option<u64>,
     pub content_type: Option<String>,
+    /// The AMQP `user_id` property; RabbitMQ refuses a message whose `user_id` is not the
+    /// connection's user, so a consumer can tell who published it.
+    pub user_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -178,6 +181,9 @@ impl PublisherCore {
             }
             if let Some(ct) = &m.content_type {
                 props = props.with_content_type(short_string(ct, "content_type")?);
+            }
+            if let Some(user) = &m.user_id {
+                props = props.with_user_id(short_string(user, "user_id")?);
             }
             prepared.push((exchange, routing_key, m.body, props));
         }

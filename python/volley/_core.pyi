@@ -111,6 +111,10 @@ class Delivery:
     def timestamp(self) -> int | None:
         """The AMQP ``timestamp`` property."""
     @property
+    def user_id(self) -> str | None:
+        """The AMQP ``user_id`` property: RabbitMQ refuses a publish whose ``user_id`` is not
+        the publishing connection's user, so it names who published the message (or is None)."""
+    @property
     def headers(self) -> dict[str, Any]:
         """The AMQP headers (a new dict on each access): str, int, float, bool, bytes, None,
         list and dict values."""
@@ -195,8 +199,10 @@ class Publisher:
         mandatory: bool = False,
         content_type: str | None = None,
         timeout: float | None = 30.0,
+        user_id: str | None = None,
     ) -> Literal["ack", "nack", "returned"]:
-        """``"ack"``, ``"nack"`` or ``"returned"`` (mandatory and unroutable)."""
+        """``"ack"``, ``"nack"`` or ``"returned"`` (mandatory and unroutable).  ``user_id``
+        sets the AMQP property, which the broker accepts only as the connection's own user."""
     def publish_batch(
         self,
         messages: Sequence[tuple[str, str, bytes, dict[str, Any] | None, int | None]],
@@ -204,10 +210,11 @@ class Publisher:
         persistent: bool = True,
         mandatory: bool = False,
         timeout: float | None = 30.0,
+        user_id: str | None = None,
     ) -> list[Literal["ack", "nack", "returned"]]:
         """Each tuple is ``(exchange, routing_key, body, headers, timestamp)``. Publishes all,
-        then awaits all confirms together; one outcome per message, in order. Raises
-        PublishTimeout / AmqpConnectionError."""
+        then awaits all confirms together; one outcome per message, in order; ``user_id`` (as
+        in :meth:`publish`) goes on every message. Raises PublishTimeout / AmqpConnectionError."""
     def declare_exchange(
         self, name: str, kind: str, *, durable: bool = True, passive: bool = False
     ) -> None: ...

@@ -36,6 +36,8 @@ pub struct PyDelivery {
     #[pyo3(get)]
     timestamp: Option<u64>,
     #[pyo3(get)]
+    user_id: Option<String>,
+    #[pyo3(get)]
     message: Option<Py<PyMessage>>,
     #[pyo3(get)]
     invalid: Option<String>,
@@ -81,6 +83,7 @@ impl PyDelivery {
             exchange: raw.exchange,
             routing_key: raw.routing_key,
             timestamp: raw.timestamp,
+            user_id: raw.user_id,
             message,
             invalid,
             headers: raw.headers,

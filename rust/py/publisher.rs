@@ -33,7 +33,7 @@ impl PyPublisher {
     }
 }
 
-fn extract_message(item: &Bound<'_, PyAny>) -> PyResult<OutMessage> {
+fn extract_message(item: &Bound<'_, PyAny>, user_id: Option<&String>) -> PyResult<OutMessage> {
     let t = item.cast::<PyTuple>().map_err(|_| {
         PyTypeError::new_err(
             "publish_batch() takes tuples (exchange, routing_key, body, headers, timestamp)",
@@ -67,6 +67,7 @@ fn extract_message(item: &Bound<'_, PyAny>) -> PyResult<OutMessage> {
             Some(timestamp.extract()?)
         },
         content_type: None,
+        user_id: user_id.cloned(),
     })
 }
 
@@ -93,10 +94,11 @@ impl PyPublisher {
     }
 
     #[pyo3(signature = (exchange, routing_key, body, *, headers=None, timestamp=None,
-                        persistent=true, mandatory=false, content_type=None, timeout=Some(30.0)),
+                        persistent=true, mandatory=false, content_type=None, timeout=Some(30.0),
+                        user_id=None),
            text_signature = "(self, /, exchange, routing_key, body, *, headers=None, \
                              timestamp=None, persistent=True, mandatory=False, \
-                             content_type=None, timeout=30.0)")]
+                             content_type=None, timeout=30.0, user_id=None)")]
     #[allow(clippy::too_many_arguments)]
     fn publish(
         &self,
@@ -110,6 +112,7 @@ impl PyPublisher {
         mandatory: bool,
         content_type: Option<String>,
         timeout: Option<f64>,
+        user_id: Option<String>,
     ) -> PyResult<&'static str> {
         let msg = OutMessage {
             exchange,
@@ -121,6 +124,7 @@ impl PyPublisher {
                 .transpose()?,
             timestamp,
             content_type,
+            user_id,
         };
         let opts = PublishOptions {
             persistent,
@@ -132,9 +136,10 @@ impl PyPublisher {
         Ok(outcomes.first().map_or("ack", |o| o.as_str()))
     }
 
-    #[pyo3(signature = (messages, *, persistent=true, mandatory=false, timeout=Some(30.0)),
+    #[pyo3(signature = (messages, *, persistent=true, mandatory=false, timeout=Some(30.0),
+                        user_id=None),
            text_signature = "(self, /, messages, *, persistent=True, mandatory=False, \
-                             timeout=30.0)")]
+                             timeout=30.0, user_id=None)")]
     fn publish_batch(
         &self,
         py: Python<'_>,
@@ -142,6 +147,7 @@ impl PyPublisher {
         persistent: bool,
         mandatory: bool,
         timeout: Option<f64>,
+        user_id: Option<String>,
     ) -> PyResult<Vec<&'static str>> {
         if messages.is_instance_of::<PyString>() || messages.is_instance_of::<PyBytes>() {
             return Err(PyTypeError::new_err(
@@ -157,7 +163,7 @@ impl PyPublisher {
                      timestamp) tuples",
                 )
             })?
-            .map(|item| extract_message(&item?))
+            .map(|item| extract_message(&item?, user_id.as_ref()))
             .collect::<PyResult<Vec<_>>>()?;
         let opts = PublishOptions {
             persistent,

@@ -60,6 +60,46 @@ def _wrap(exc: BaseException, what: str) -> TransportError:
     return TransportError(f"{what}: {exc!r}; is the broker running and reachable?")
 
 
+class _Settled:
+    """The AMQP tags settled on one channel: every tag through ``through``, and ``singles``
+    above it.  RabbitMQ closes the channel (406 "unknown delivery tag") when a tag is settled
+    twice, which a multiple-ack through a tag nacked before would do; the native transport
+    keeps the same books (rust/tags.rs)."""
+
+    __slots__ = ("singles", "through")
+
+    def __init__(self) -> None:
+        self.through = 0
+        self.singles: set[int] = set()
+
+    def settle_through(self, tag: int) -> int | None:
+        """Settle every tag through ``tag``; the tag a multiple-ack must name to do that (the
+        highest one not settled before), or None if all were."""
+        if tag <= self.through:
+            return None
+        send = tag
+        while send > self.through and send in self.singles:
+            send -= 1
+        unsettled = send > self.through
+        self.through = tag
+        self.singles = {t for t in self.singles if t > tag}
+        self._compact()
+        return send if unsettled else None
+
+    def settle_one(self, tag: int) -> bool:
+        """Settle ``tag``; whether it was still unsettled."""
+        if tag <= self.through or tag in self.singles:
+            return False
+        self.singles.add(tag)
+        self._compact()
+        return True
+
+    def _compact(self) -> None:
+        while self.through + 1 in self.singles:
+            self.singles.remove(self.through + 1)
+            self.through += 1
+
+
 class PikaConsumer:
     def __init__(
         self,
@@ -82,6 +122,7 @@ class PikaConsumer:
         self._buffer: deque[PikaDelivery] = deque()
         self._floor = 0  # tags at or below belong to connections that are gone
         self._last_tag = 0
+        self._settled = _Settled()  # of the current connection's channel
         self._closing = False
         self._closed = False
         self._busy = threading.Lock()  # held while a thread drives the connection
@@ -100,6 +141,7 @@ class PikaConsumer:
             if self._channel_prefetch is not None:
                 channel.basic_qos(prefetch_count=self._channel_prefetch, global_qos=True)
             self._floor = self._last_tag
+            self._settled = _Settled()
             channel.basic_consume(
                 self._queue, self._on_message, auto_ack=False, exclusive=self._exclusive
             )
@@ -141,6 +183,7 @@ class PikaConsumer:
                 message=message,
                 invalid=invalid,
                 batch=batch,
+                user_id=props.user_id,
             )
         )
 
@@ -184,15 +227,20 @@ class PikaConsumer:
             n = min(max_messages, len(self._buffer))
             return [self._buffer.popleft() for _ in range(n)]
 
-    def _settle(self, tag: int, op: Any) -> None:
+    def _settle(self, tag: int, op: Any, *, multiple: bool) -> None:
         """Run ``op(channel, amqp_tag)`` holding ``_busy``, like next_batch: a close() from
         another thread must not tear the connection down under an ack (pika is not
         thread-safe; that races end in SSL errors).  A close() that came meanwhile is finished
-        here, by the thread that owns the connection."""
+        here, by the thread that owns the connection.  Nothing is sent for tags settled
+        already."""
         with self._busy:
             if tag > self._floor and self._channel is not None and not self._closed:
+                own = tag - self._floor
+                send = self._settled.settle_through(own) if multiple else (
+                    own if self._settled.settle_one(own) else None)
                 try:
-                    op(self._channel, tag - self._floor)
+                    if send is not None:
+                        op(self._channel, send)
                 except (*_CONNECTION_ERRORS, pex.AMQPChannelError):
                     pass  # that connection is gone: the broker redelivers after reconnect
             # else: the delivery's connection is gone; the broker will redeliver it
@@ -214,13 +262,13 @@ class PikaConsumer:
                 self._finish_close()
 
     def ack_through(self, tag: int) -> None:
-        self._settle(tag, lambda ch, t: ch.basic_ack(t, multiple=True))
+        self._settle(tag, lambda ch, t: ch.basic_ack(t, multiple=True), multiple=True)
 
     def ack(self, tag: int) -> None:
-        self._settle(tag, lambda ch, t: ch.basic_ack(t, multiple=False))
+        self._settle(tag, lambda ch, t: ch.basic_ack(t, multiple=False), multiple=False)
 
     def nack(self, tag: int, *, requeue: bool) -> None:
-        self._settle(tag, lambda ch, t: ch.basic_nack(t, multiple=False, requeue=requeue))
+        self._settle(tag, lambda ch, t: ch.basic_nack(t, multiple=False, requeue=requeue), multiple=False)
 
     def close(self) -> None:
         if self._closed:
@@ -321,12 +369,14 @@ class PikaPublisher:
         mandatory: bool = False,
         content_type: str | None = None,
         timeout: float | None = 30.0,
+        user_id: str | None = None,
     ) -> PublishOutcome:
         props = pika.BasicProperties(
             delivery_mode=2 if persistent else 1,
             headers=headers,
             timestamp=timestamp,
             content_type=content_type,
+            user_id=user_id,
         )
 
         def op(ch: Any) -> PublishOutcome:
@@ -347,6 +397,7 @@ class PikaPublisher:
         persistent: bool = True,
         mandatory: bool = False,
         timeout: float | None = 30.0,
+        user_id: str | None = None,
     ) -> list[PublishOutcome]:
         deadline = None if timeout is None else time.monotonic() + timeout
         out: list[PublishOutcome] = []
@@ -356,7 +407,7 @@ class PikaPublisher:
             out.append(
                 self.publish(
                     exchange, routing_key, body, headers=headers, timestamp=timestamp,
-                    persistent=persistent, mandatory=mandatory,
+                    persistent=persistent, mandatory=mandatory, user_id=user_id,
                 )
             )
         return out
