@@ -95,6 +95,9 @@ class Client:
         # The user guide's Client.session_task_group_id: batches made by this client default to
         # it, so an Executor can later reload them with Executor(task_group_id=...).
         self.session_task_group_id = str(uuid.uuid4())
+        # the broker user the service publishes results as (its answer's volley_result_sender):
+        # result watchers refuse deliveries from any other
+        self.result_sender: str | None = None
         self._task_status_table: dict[str, dict[str, Any]] = {}
         self._version_mismatch_already_warned_eps: set[Any] = set()
         self._request_lock = threading.Lock()
@@ -354,7 +357,11 @@ class Client:
         """``retry_for``: how long to wait out a service that is down (seconds; default the
         session's, ``$VOLLEY_SERVICE_RETRY_FOR``); the result watcher passes 0 and waits with
         its own reconnect policy, which also knows when to stop."""
-        return self._api.get("/v2/get_amqp_result_connection_url", retry_for=retry_for)
+        answer = self._api.get("/v2/get_amqp_result_connection_url", retry_for=retry_for)
+        sender = answer.get("volley_result_sender") if isinstance(answer, dict) else None
+        if isinstance(sender, str) and sender:
+            self.result_sender = sender
+        return answer
 
     def get_endpoint_status(self, endpoint_uuid: Any) -> dict[str, Any]:
         return self._api.get(f"/v2/endpoints/{endpoint_uuid}/status")

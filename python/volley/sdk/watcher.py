@@ -453,9 +453,18 @@ class ResultWatcher(threading.Thread):
 
     def _handle(self, consumer: Any, batch: Any) -> None:
         ready = []
+        # Only the service's broker user may be the sender (RabbitMQ refuses a forged user_id):
+        # anything else was put in the queue by another tenant, and unpickling it would run
+        # their code here.  A service that names no sender (an older one) is not checked.
+        sender = getattr(self.client, "result_sender", None)
+        foreign: dict[str | None, int] = {}
         with self._lock:
             pop = self._open.pop
             for d in batch:
+                if sender is not None and d.user_id != sender:
+                    foreign[d.user_id] = foreign.get(d.user_id, 0) + 1
+                    consumer.nack(d.tag, requeue=False)
+                    continue
                 m = d.message
                 if m is not None and m.kind == "result":
                     carried = [m]  # the common case, without a call
@@ -476,6 +485,12 @@ class ResultWatcher(threading.Thread):
                         self._hold(tid, d.timestamp, m)
                     else:
                         ready.append((f, d.timestamp, m))
+        if foreign:
+            log.warning("dead-lettered %d message(s) on the result queue of task group %s, unread: "
+                        "not published by the service's broker user %r but by %s; another "
+                        "broker user can write to this queue", sum(foreign.values()),
+                        self.task_group_id, sender,
+                        ", ".join("no user_id" if u is None else repr(u) for u in foreign))
         resolve = self._resolve
         for f, ts, m in ready:
             resolve(f, ts, m)

@@ -17,6 +17,12 @@ revoking a user's last token.  The empty salt derives what older versions did, s
 users keep working.  Broker users are (re)created on first use by each
 service process; after a broker lost its state, ``volley.service.restore`` creates those of the
 endpoints (and of users with results on the way) again at once and the rest on their next use.
+
+Results reach an SDK only from the service: the router publishes to SDK queues with the AMQP
+``user_id`` of the service's own broker user (:func:`broker_user_of` ``broker_url``), which
+RabbitMQ lets no other connection claim, and the SDK refuses deliveries without it.  That holds
+only while no client logs in as that user, so shared-credential mode (one broker user for every
+tenant) must hand out a user other than the service's.
 """
 
 from __future__ import annotations
@@ -86,6 +92,12 @@ def derive_password(secret_key: str, principal: str, salt: str = "") -> str:
     return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
 
 
+def broker_user_of(url: str) -> str:
+    """The broker user an AMQP URL logs in as: ``guest`` when it names none, as both
+    transports' clients default."""
+    return unquote(urlsplit(url).username or "") or "guest"
+
+
 def vhost_of(url: str) -> str:
     path = urlsplit(url).path
     return unquote(path[1:]) if len(path) > 1 else "/"
@@ -115,6 +127,16 @@ class BrokerCredentials:
                 "public_broker_url to the one URL every client may use (shared credentials); "
                 "the service never hands out its own broker_url"
             )
+        if settings.shared_broker_credentials and settings.public_broker_url:
+            own = broker_user_of(settings.broker_url)
+            if broker_user_of(settings.public_broker_url) == own:
+                raise SettingsError(
+                    f"public_broker_url must log in as a broker user other than the service's own "
+                    f"(broker_url's {own!r}): every tenant gets public_broker_url, and SDKs trust a "
+                    "result only when the service's user published it; create a user for the "
+                    "tenants (no configure permission, no 'impersonator' tag), or set "
+                    "broker_management_url for a broker user per tenant"
+                )
         if not settings.shared_broker_credentials and not settings.secret_key:
             raise SettingsError(
                 "secret_key is required with broker_management_url (broker passwords derive from it)"
@@ -124,6 +146,8 @@ class BrokerCredentials:
         self.check(settings)
         self.base_url = settings.public_broker_url or settings.broker_url
         self.shared = settings.shared_broker_credentials
+        # the broker user every result forwarded to an SDK queue is published as
+        self.result_sender = broker_user_of(settings.broker_url)
         self._api: ManagementApi | None = None
         self._secret = settings.secret_key or ""
         self._lock = threading.Lock()
@@ -132,7 +156,9 @@ class BrokerCredentials:
         if self.shared:
             log.warning(
                 "no broker management API configured: every user and endpoint gets the same "
-                "broker credentials (public_broker_url); the broker does not isolate tenants"
+                "broker credentials (public_broker_url); the broker does not isolate tenants, "
+                "and SDKs accept results only from the service's broker user %r",
+                self.result_sender,
             )
             return
         admin = urlsplit(settings.broker_url)

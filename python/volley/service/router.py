@@ -31,6 +31,7 @@ from volley.protocol.batches import messages_for, results_in
 from volley.protocol.codec import WireMessage, pack_result
 from volley.protocol.codes import ResultCode
 from volley.protocol.outcomes import ACK
+from volley.service.credentials import broker_user_of
 from volley.service.gateway import BrokerGateway
 from volley.service.models import TERMINAL_STATES, Endpoint, Task, TaskGroup
 from volley.transport import Consumer, Delivery, Publisher, open_consumer
@@ -363,7 +364,9 @@ class ResultRouter(ConsumerLoop):
             return set()
         messages, carried = self._messages(plan)
         try:
-            sent = self._forwarder().publish_batch(messages)
+            # as the service's broker user, which the broker lets no other connection claim:
+            # SDKs accept only results that carry it
+            sent = self._forwarder().publish_batch(messages, user_id=broker_user_of(self.gateway.url))
         except (ConnectionError, TimeoutError) as exc:
             log.warning("could not forward %d results (%s); they will be forwarded on redelivery",
                         len(plan.forwards), exc)

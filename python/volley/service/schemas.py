@@ -190,6 +190,8 @@ class TaskGroupDoc(TypedDict):
 class AmqpResultUrl(TypedDict):
     connection_url: str
     queue_prefix: str
+    # ours: the broker user (AMQP user_id) of every message the service puts in an SDK queue
+    volley_result_sender: str
 
 
 # --- our extension: overviews for the dashboard and `volley tasks` (routes/overview.py) ----------

@@ -424,10 +424,12 @@ def get_task_group(task_group_id: str, limit: int | None = None, after: str | No
 @router.get("/v2/get_amqp_result_connection_url", responses={503: {"model": ErrorBody}})
 def amqp_result_url(c: Caller = Depends(caller)) -> AmqpResultUrl:
     """Broker URL with the caller's own credentials: they can read ``<queue_prefix>*`` and
-    nothing else."""
+    nothing else.  ``volley_result_sender`` (ours; upstream SDKs ignore it) is the broker user
+    that publishes every result into those queues: a delivery without it is not the service's."""
     try:
         salt = c.session.scalar(select(User.broker_salt).where(User.id == c.user_id)) or ""
         url = c.state.credentials.for_user(c.user_id, salt)
     except _BROKER_ERRORS as exc:
         raise broker_unavailable(exc) from exc
-    return {"connection_url": url, "queue_prefix": topo.sdk_queue_prefix(c.user_id)}
+    return {"connection_url": url, "queue_prefix": topo.sdk_queue_prefix(c.user_id),
+            "volley_result_sender": c.state.credentials.result_sender}
