@@ -8,8 +8,12 @@ the leader of a new session: everything it starts (RabbitMQ's Erlang VM, a worke
 Parsl interchange that put itself in a process group of its own) stays in that session, and
 stopping the daemon waits until the session is empty.
 
-Only the standard library and :mod:`volley.private_files` are imported here: the endpoint's CLI
-uses this module without importing the service.
+A daemon's output goes to its log, and ``$VOLLEY_LOG_FILE`` names that log: Volley's own
+programs then log through a rotating handler (:mod:`volley.logfiles`), so the file stays within
+its size; other programs (RabbitMQ) ignore the variable.
+
+Only the standard library, :mod:`volley.private_files` and :mod:`volley.logfiles` are imported
+here: the endpoint's CLI uses this module without importing the service.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
+from volley.logfiles import LOG_FILE_ENV
 from volley.private_files import open_private_append, write_private
 
 # The local stack's daemons keep all their state under $VOLLEY_HOME; whatever they create there
@@ -141,15 +146,18 @@ class Supervised:
               stop_if_late: bool = False, poll_s: float = 0.1) -> int:
         """Spawn ``cmd`` and return its pid once ``ready(pid)`` holds.
 
-        Its output is appended to the log (created 0600); ``umask`` (default: this process's)
+        Its output is appended to the log (created 0600), which ``$VOLLEY_LOG_FILE`` names to
+        it (see :mod:`volley.logfiles`); ``umask`` (default: this process's)
         applies to everything it creates.  If it exits first, or ``ready`` does not hold within
         ``timeout`` seconds, :class:`SupervisorError` says so with the log's tail; a late daemon
         is stopped with ``stop_if_late``, else left running (the message gives its pid).
         ``waiting_for`` completes "did not ..." in that message."""
         previous = self.pidfile.read_text() if self.pidfile.exists() else None
+        child_env = dict(os.environ if env is None else env)
+        child_env[LOG_FILE_ENV] = str(self.log)
         with os.fdopen(open_private_append(self.log), "ab") as out:
             proc = subprocess.Popen(
-                list(cmd), env=None if env is None else dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
+                list(cmd), env=child_env, cwd=cwd, stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                 umask=-1 if umask is None else umask,
             )

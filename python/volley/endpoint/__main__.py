@@ -35,8 +35,13 @@ def run(name: str, transport: str | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.DEBUG if config.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from volley.logfiles import configure_logging
+
+    try:
+        configure_logging(logging.DEBUG if config.debug else logging.INFO)  # rotating when detached
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from volley.sdk.client import Client
 
     try:

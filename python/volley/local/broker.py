@@ -169,6 +169,9 @@ class RabbitNode:
                     "management_agent.disable_metrics_collector = true",
                     "log.console = false",
                     "log.file.level = info",
+                    # the node's own log rotates like Volley's (volley.logfiles)
+                    "log.file.rotation.size = 10485760",
+                    "log.file.rotation.count = 5",
                     "",
                 ]
             )

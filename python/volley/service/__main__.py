@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import uvicorn
 
+from volley.logfiles import configure_logging
 from volley.service.app import create_app
 from volley.service.db import DatabaseError
 from volley.service.settings import ServiceSettings, SettingsError
@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int)
     parser.add_argument("--database-url", help="e.g. postgresql+psycopg://user@host/db (default: SQLite)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        configure_logging()  # a rotating log file when run as a daemon
         settings = ServiceSettings.load(args.config)
         if args.host:
             settings.host = args.host
