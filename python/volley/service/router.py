@@ -3,9 +3,14 @@
 The router stores each result before acking its message, then forwards it to the owner's
 per-task-group queue with the completion time as AMQP ``timestamp``.  Ingestion is idempotent:
 a result for a task that is already complete changes nothing (it is only forwarded again if the
-first forward was never confirmed, and then from what is stored).  Anything that is not a valid
-``Result`` for a known task of the publishing endpoint is dead-lettered with a log line, never
-requeued; so is a result the database refuses to store.
+first forward was never confirmed, and then from what is stored).  Only what the router's own
+conditional UPDATE stored is forwarded as it came: a task completed by another writer between
+the router's read and its UPDATE (a cancel, another service process) is forwarded, if at all,
+from what is stored.  Anything that is not a valid ``Result`` for a known task of the
+publishing endpoint is dead-lettered with a log line, never requeued; so is a result the
+database refuses to store.  A message the router cannot settle -- its forward refused by the
+broker, or its handling raising -- goes back to the queue at most ``MAX_TRIES`` times in all,
+then to the dead-letter queue, while the messages around it go on.
 
 A result batch from a Volley endpoint (``volley.protocol.batches``) is handled as its results,
 each as if it had come alone, and settled once: requeued if any of its forwards was not
@@ -15,15 +20,17 @@ else acked.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, literal_column, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import CursorResult, Table, bindparam, literal_column, select, update
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from volley.protocol import topology as topo
@@ -32,6 +39,7 @@ from volley.protocol.codec import WireMessage, pack_result
 from volley.protocol.codes import ResultCode
 from volley.protocol.outcomes import ACK
 from volley.service.credentials import broker_user_of
+from volley.service.db import unavailable_cause
 from volley.service.gateway import BrokerGateway
 from volley.service.models import TERMINAL_STATES, Endpoint, Task, TaskGroup
 from volley.transport import Consumer, Delivery, Publisher, open_consumer
@@ -49,9 +57,19 @@ def _endpoint_of(routing_key: str, suffix: str) -> str | None:
 def _is_data_error(exc: DBAPIError) -> bool:
     """True when the database refused the data itself (it will refuse it again), as opposed to
     being unreachable or busy (worth retrying)."""
-    from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
-
     return isinstance(exc, DataError | IntegrityError | ProgrammingError)
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """True when the broker or the database is away or busy (a lock, a lost connection, a full
+    pool): not the fault of the messages being handled, which wait it out instead of counting
+    it as a failed try."""
+    return isinstance(exc, ConnectionError | TimeoutError) or unavailable_cause(exc) is not None
+
+
+def _changed(result: Any) -> int:
+    """How many rows an UPDATE changed (for an executemany: in all)."""
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def _task_id(d: _Part) -> str:
@@ -77,6 +95,41 @@ class _Part:
 def dead_letter(consumer: Consumer, delivery: Any, why: str) -> None:
     log.warning("dead-lettering message from %r: %s", delivery.routing_key, why)
     consumer.nack(delivery.tag, requeue=False)
+
+
+class _Tries:
+    """How many times each message failed to settle.  A requeued message comes back with a new
+    delivery tag and no count of its own (classic queues keep none), so it is known by its
+    routing key and body.  In memory and bounded: each service process counts for itself, and
+    from zero after a restart."""
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._failed: OrderedDict[bytes, int] = OrderedDict()
+
+    @staticmethod
+    def _key(d: Delivery) -> bytes:
+        h = hashlib.blake2b(d.routing_key.encode(), digest_size=16)
+        h.update(b"\0")
+        h.update(d.body)
+        return h.digest()
+
+    def failed(self, d: Delivery) -> int:
+        """Count one more failure of ``d``'s message; return how many it has had."""
+        key = self._key(d)
+        n = self._failed.pop(key, 0) + 1
+        self._failed[key] = n
+        if len(self._failed) > self.LIMIT:
+            self._failed.popitem(last=False)
+        return n
+
+    def settled(self, batch: Sequence[Delivery]) -> None:
+        """Forget the failures of messages now settled (only a redelivered one can have any)."""
+        if self._failed:
+            for d in batch:
+                if d.redelivered:
+                    self._failed.pop(self._key(d), None)
 
 
 class ConsumerLoop(threading.Thread):
@@ -140,9 +193,12 @@ class _Plan:
 
     rows: list[dict[str, Any]] = field(default_factory=list)  # parameters of _STORE
     forwards: list[tuple[Any, str, str, bytes, int]] = field(default_factory=list)  # delivery, task, queue, body, ts
+    # tasks complete already whose result must still reach the SDK: forwarded from storage
+    again: list[tuple[Any, str, str]] = field(default_factory=list)  # delivery, task, queue
     batched: set[str] = field(default_factory=set)  # the forwards' queues a Volley SDK reads: batches allowed
     rejected: list[tuple[Any, str]] = field(default_factory=list)
-    unconfirmed: list[Any] = field(default_factory=list)
+    unconfirmed: list[Any] = field(default_factory=list)  # the broker refused the forward
+    unsent: list[Any] = field(default_factory=list)  # the broker could not be reached to forward
 
 
 _TASKS = cast(Table, Task.__table__)
@@ -164,6 +220,9 @@ ROUTE_CHUNK = 1000
 # confirmed forwards are marked in the database together: this often, or this many at once
 MARK_DELAY_S = 1.0
 MARK_BATCH = 5000
+# a message that fails to settle (its forward refused, its handling raising) is tried this
+# many times in all, then dead-lettered
+MAX_TRIES = 5
 
 
 class ResultRouter(ConsumerLoop):
@@ -180,6 +239,7 @@ class ResultRouter(ConsumerLoop):
         # SDK ignores.
         self._marks: set[str] = set()
         self._marked_at = time.monotonic()
+        self._tries = _Tries()
 
     def _forwarder(self) -> Publisher:
         if self._publisher is None or self._publisher.closed:
@@ -216,6 +276,37 @@ class ResultRouter(ConsumerLoop):
             s.execute(update(_TASKS).where(_TASKS.c.id.in_(confirmed[i : i + _IN_CHUNK])).values(forwarded=True))
 
     def handle(self, consumer: Consumer, batch: Sequence[Delivery]) -> None:
+        try:
+            self._settle(consumer, batch)
+        except Exception as exc:
+            if _is_outage(exc):
+                raise
+            if len(batch) == 1:
+                self._try_again(consumer, batch[0], f"handling it raised {exc!r}", exc)
+                return
+            # some message in it may be poison: only handling each alone tells which, and lets
+            # the others through
+            log.warning("handling %d result messages together raised %r; handling them one by one",
+                        len(batch), exc)
+            for d in batch:
+                try:
+                    self._settle(consumer, [d])
+                except Exception as one:
+                    if _is_outage(one):
+                        raise
+                    self._try_again(consumer, d, f"handling it raised {one!r}", one)
+
+    def _try_again(self, consumer: Consumer, d: Delivery, why: str, exc: BaseException | None = None) -> None:
+        """Requeue a message that failed to settle, or dead-letter it at its MAX_TRIES-th failure."""
+        n = self._tries.failed(d)
+        if n >= MAX_TRIES:
+            dead_letter(consumer, d, f"{why}; failed {n} times, given up")
+            return
+        log.warning("message from %r goes back to the queue (try %d of %d failed): %s",
+                    d.routing_key, n, MAX_TRIES, why, exc_info=exc if n == 1 else None)
+        consumer.nack(d.tag, requeue=True)
+
+    def _settle(self, consumer: Consumer, batch: Sequence[Delivery]) -> None:
         results: list[_Part] = []
         refused: dict[int, list[str]] = {}  # id(delivery) -> why (some of) it is refused
         for d in batch:
@@ -223,7 +314,8 @@ class ResultRouter(ConsumerLoop):
             results += [_Part(d, body, m) for body, m in carried]
             if reasons:
                 refused[id(d)] = reasons
-        retry: set[int] = set()  # id(delivery) of those to requeue
+        unsent: set[int] = set()  # id(delivery) of those to requeue
+        unconfirmed: set[int] = set()  # id(delivery) of those to try again, a limited number of times
         # a batch of batch messages may hold many thousand results: routed ROUTE_CHUNK at a
         # time, so no transaction (nor IN (...) list) grows with it
         for i in range(0, len(results), ROUTE_CHUNK):
@@ -231,51 +323,117 @@ class ResultRouter(ConsumerLoop):
             for item, why in plan.rejected:
                 refused.setdefault(id(item.delivery), []).append(why)
             # stored, but not delivered to the SDK: a redelivery forwards it from the database
-            retry |= {id(item.delivery) for item in plan.unconfirmed}
-        if not refused and not retry:
+            unsent |= {id(item.delivery) for item in plan.unsent}
+            unconfirmed |= {id(item.delivery) for item in plan.unconfirmed}
+        if not refused and not unsent and not unconfirmed:
             consumer.ack_through(batch[-1].tag)
+            self._tries.settled(batch)
             return
         for d in batch:
-            if id(d) in retry:
+            if id(d) in unsent:
                 consumer.nack(d.tag, requeue=True)
+            elif id(d) in unconfirmed:
+                self._try_again(consumer, d, "the broker refused to take its forward into the SDK queue "
+                                "(the result is stored: REST serves it)")
             elif id(d) in refused:
                 dead_letter(consumer, d, "; ".join(refused[id(d)]))
+                self._tries.settled([d])
             else:
                 consumer.ack(d.tag)
+                self._tries.settled([d])
 
     def _route(self, results: Sequence[_Part]) -> _Plan:
         """Store the batch's results in one commit, then forward them to the SDK queues, then
         mark what the broker confirmed as ``forwarded``.  Storing first means a result the SDK
-        holds is always one the REST API serves too (a client may ask for it at once)."""
+        holds is always one the REST API serves too (a client may ask for it at once).  Only the
+        results the conditional UPDATE stored are forwarded as they came; a task that another
+        writer completed since it was read is forwarded (when not yet) from what is stored."""
         with self.sessions() as s:
             plan = self._plan(s, results)
+            stored = self._store_together(s, plan)
+        if stored is None:
+            stored = self._store_each(plan, results)
+        refused = {_task_id(d) for d, _why in plan.rejected}
+        lost = {row["tid"] for row in plan.rows} - stored - refused
+        if len(stored) < len(plan.rows):
+            kept = []
+            for f in plan.forwards:
+                if f[1] in stored:
+                    kept.append(f)
+                elif f[1] in lost:
+                    plan.again.append((f[0], f[1], f[2]))
+            plan.forwards = kept
+        if plan.again:
+            self._from_storage(plan, recheck=lost)
+        self._marks |= self._forward(plan)
+        return plan
+
+    def _store_together(self, s: Session, plan: _Plan) -> set[str] | None:
+        """Store the plan's rows in one executemany and commit; return the ids stored, or None
+        (nothing committed) when only storing them one by one can tell which the UPDATE stored:
+        the database refused one, or fewer rows changed than were sent (another writer
+        completed a task since ``_plan`` read it: SQLite takes no row locks)."""
+        if not plan.rows:
+            s.commit()
+            return set()
+        try:
+            changed = _changed(s.execute(_STORE, plan.rows))
+        except DBAPIError as exc:
+            if not _is_data_error(exc):
+                raise
+            s.rollback()
+            return None
+        if changed != len(plan.rows):
+            s.rollback()
+            return None
+        s.commit()
+        return {row["tid"] for row in plan.rows}
+
+    def _store_each(self, plan: _Plan, results: Sequence[_Part]) -> set[str]:
+        """Store the rows one UPDATE each, in id order (no deadlock between two routers), and
+        return the ids stored: all in one transaction, or, when the database refuses one, each
+        in its own (a refused row aborts a PostgreSQL transaction); a refused one is
+        dead-lettered and not forwarded."""
+        rows = sorted(plan.rows, key=lambda row: str(row["tid"]))
+        with self.sessions() as s:
             try:
-                if plan.rows:
-                    s.execute(_STORE, plan.rows)
+                stored = {row["tid"] for row in rows if _changed(s.execute(_STORE, row)) == 1}
                 s.commit()
-                stored_all = True
+                return stored
             except DBAPIError as exc:
                 if not _is_data_error(exc):
                     raise
                 s.rollback()
-                stored_all = False
-        if not stored_all:
-            # one result poisons the batch: store them one by one to find it; a refused one is
-            # dead-lettered and not forwarded
-            first = {_task_id(d): d for d in reversed(results)}  # the delivery of each row
-            for row in plan.rows:
-                with self.sessions() as s:
-                    try:
-                        s.execute(_STORE, [row])
-                        s.commit()
-                    except DBAPIError as exc:
-                        if not _is_data_error(exc):
-                            raise
-                        d = first[row["tid"]]
-                        plan.rejected.append((d, f"the database refused it: {exc.orig}"))
-                        plan.forwards = [f for f in plan.forwards if f[0] is not d]
-        self._marks |= self._forward(plan)
-        return plan
+        first = {_task_id(d): d for d in reversed(results)}  # the delivery of each row
+        stored = set()
+        for row in rows:
+            with self.sessions() as s:
+                try:
+                    if _changed(s.execute(_STORE, row)) == 1:
+                        stored.add(row["tid"])
+                    s.commit()
+                except DBAPIError as exc:
+                    if not _is_data_error(exc):
+                        raise
+                    d = first[row["tid"]]
+                    plan.rejected.append((d, f"the database refused it: {exc.orig}"))
+        return stored
+
+    def _from_storage(self, plan: _Plan, recheck: set[str]) -> None:
+        """Add the forwards of ``plan.again`` packed from what is stored.  Tasks in ``recheck``
+        were read open: whether their stored result still needs forwarding is known only now."""
+        ids = sorted({tid for _d, tid, _q in plan.again})
+        with self.sessions() as s:
+            stored = {t.id: t for i in range(0, len(ids), _IN_CHUNK)
+                      for t in s.scalars(select(Task).where(Task.id.in_(ids[i : i + _IN_CHUNK])))}
+        now = time.time()
+        for d, tid, queue in plan.again:
+            task = stored.get(tid)
+            if task is None or task.status not in TERMINAL_STATES:
+                continue  # deleted meanwhile (its owner or endpoint went): nothing left to send
+            if tid in recheck and (task.forwarded or tid in self._marks):
+                continue
+            plan.forwards.append((d, tid, queue, self._packed(task), int(task.completion_t or now)))
 
     def _plan(self, s: Session, results: Sequence[_Part]) -> _Plan:
         """Decide, from the stored tasks, what each result calls for (no writes)."""
@@ -283,7 +441,8 @@ class ResultRouter(ConsumerLoop):
         now = time.time()
         ids = sorted({_task_id(d) for d in results})
         # FOR UPDATE (PostgreSQL): of two service processes given the same result, the second
-        # waits and then sees the task complete; locking in id order avoids deadlocks
+        # waits and then sees the task complete; locking in id order avoids deadlocks.  SQLite
+        # has no row locks: _store_together finds what another writer completed meanwhile
         query = (
             select(_TASKS.c.id, _TASKS.c.owner_id, _TASKS.c.task_group_id, _TASKS.c.endpoint_id,
                    _TASKS.c.status, _TASKS.c.forwarded, _TASKS.c.completion_t, _GROUPS.c.has_queue,
@@ -294,7 +453,6 @@ class ResultRouter(ConsumerLoop):
             .with_for_update(of=_TASKS)
         )
         tasks = {row.id: row for row in s.execute(query)}
-        again: list[tuple[Any, Any, str]] = []  # complete but never forwarded: from storage
         seen: set[str] = set()
         for d in results:
             m = d.message
@@ -312,7 +470,7 @@ class ResultRouter(ConsumerLoop):
             seen.add(m.task_id)
             if not first or task.status in TERMINAL_STATES:
                 if first and not task.forwarded and task.id not in self._marks and task.has_queue:
-                    again.append((d, task, queue))
+                    out.again.append((d, task.id, queue))  # complete but never forwarded
                 # else a duplicate: stored already, forwarded already; acked with the rest
                 continue
             body = d.body
@@ -340,11 +498,6 @@ class ResultRouter(ConsumerLoop):
             else:
                 row["fwd"] = True  # nobody streams this group; REST serves the result
             out.rows.append(row)
-        if again:
-            stored = {t.id: t for t in s.scalars(select(Task).where(Task.id.in_([t.id for _d, t, _q in again])))}
-            for d, task, queue in again:
-                out.forwards.append((d, task.id, queue, self._packed(stored[task.id]),
-                                     int(task.completion_t or now)))
         return out
 
     @staticmethod
@@ -370,7 +523,7 @@ class ResultRouter(ConsumerLoop):
         except (ConnectionError, TimeoutError) as exc:
             log.warning("could not forward %d results (%s); they will be forwarded on redelivery",
                         len(plan.forwards), exc)
-            plan.unconfirmed = [d for d, *_ in plan.forwards]
+            plan.unsent = [d for d, *_ in plan.forwards]
             return set()
         outcomes: list[str] = [""] * len(plan.forwards)  # a message's outcome holds for what it carries
         for outcome, indexes in zip(sent, carried, strict=True):

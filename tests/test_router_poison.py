@@ -1,0 +1,140 @@
+"""A message on ``results`` that the router cannot settle is tried MAX_TRIES times, then
+dead-lettered, while every other tenant's results go on past it.
+
+Two kinds, each made for real: a result whose forward the broker refuses every time (the task
+group's queue was declared beforehand by someone else, bounded to nothing and refusing
+publishes: the service keeps such a queue as it is), and a message whose handling raises every
+time (a duplicate result of a task whose stored row the router cannot pack again).  The router
+consumes one queue in order, so once results published after the poison are stored, the
+poison has been handled at least once too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from service_helpers import (
+    Service,
+    User,
+    endpoint_publish_result,
+    new_uuid,
+    result_body,
+    sdk_queue,
+    serializer,
+    wait_for,
+)
+from volley.protocol import topology as topo
+from volley.protocol.messages import decode
+from volley.service.models import Task
+from volley.service.router import MAX_TRIES
+
+pytest_plugins = ["service_fixtures"]
+
+
+def _tenant(svc: Service, n: int, **submit: Any) -> tuple[User, dict[str, Any], dict[str, Any], list[str]]:
+    user = svc.new_user()
+    fid = svc.register_function(user)
+    reg = svc.register_endpoint(user)
+    out = svc.submit(user, reg["endpoint_id"], fid, *[(i,) for i in range(n)], **submit)
+    svc.broker.drain(f"{reg['endpoint_id']}.tasks")
+    return user, reg, out, out["tasks"][fid]
+
+
+def _dead_letters(svc: Service, body: bytes) -> list[bytes]:
+    """Wait until ``body`` is in the dead-letter queue; return everything taken from it."""
+    taken: list[bytes] = []
+
+    def arrived() -> bool:
+        taken.extend(b for _m, _p, b in svc.broker.drain(topo.DEAD_LETTER_QUEUE))
+        return body in taken
+
+    wait_for(arrived, what="the poison message in the dead-letter queue")
+    return taken
+
+
+def _router_lines(caplog: pytest.LogCaptureFixture, routing_key: str, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "volley.service.router" and routing_key in r.getMessage() and text in r.getMessage()]
+
+
+def test_a_result_whose_forward_is_always_refused_is_dead_lettered_after_max_tries(
+    svc: Service, caplog: pytest.LogCaptureFixture,
+) -> None:
+    svc.broker.drain(topo.DEAD_LETTER_QUEUE)
+    caplog.set_level(logging.INFO, logger="volley.service.router")
+    alice = svc.new_user()
+    group = new_uuid()
+    conn = svc.broker.connect()
+    try:  # an operator's queue for alice's group, refusing everything
+        conn.channel().queue_declare(sdk_queue(alice, group), durable=True,
+                                     arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+    finally:
+        conn.close()
+    fid = svc.register_function(alice)
+    reg = svc.register_endpoint(alice)
+    (t1,) = svc.submit(alice, reg["endpoint_id"], fid, (1,), task_group_id=group)["tasks"][fid]
+    svc.broker.drain(f"{reg['endpoint_id']}.tasks")
+    bob, bob_reg, bob_out, bob_ids = _tenant(svc, 3)
+
+    poison = result_body(t1, 1)
+    endpoint_publish_result(svc, reg, poison)
+    for i, tid in enumerate(bob_ids):
+        endpoint_publish_result(svc, bob_reg, result_body(tid, i))
+
+    assert _dead_letters(svc, poison) == [poison]
+    # the others went on: stored and forwarded
+    wait_for(lambda: all(svc.task(bob, t)["status"] == "success" for t in bob_ids), what="bob's results")
+    forwarded = svc.broker.drain(sdk_queue(bob, bob_out["task_group_id"]))
+    assert [decode(b).task_id for _m, _p, b in forwarded] == bob_ids
+    # the refused forward's result is stored all the same: REST serves it
+    doc = svc.task(alice, t1)
+    assert doc["status"] == "success" and serializer.deserialize(doc["result"]) == 1
+    rk = topo.results_routing_key(reg["endpoint_id"])
+    assert len(_router_lines(caplog, rk, "goes back to the queue")) == MAX_TRIES - 1
+    (line,) = _router_lines(caplog, rk, "dead-lettering")
+    assert "refused" in line and f"failed {MAX_TRIES} times" in line and "REST serves it" in line
+    assert svc.broker.queue_depth(topo.RESULTS_QUEUE) == 0
+
+
+def test_a_message_whose_handling_always_raises_is_dead_lettered_and_blocks_nobody(
+    svc: Service, caplog: pytest.LogCaptureFixture,
+) -> None:
+    alice, reg, out, (t1,) = _tenant(svc, 1)
+    first = result_body(t1, 1)
+    endpoint_publish_result(svc, reg, first)
+
+    def marked() -> bool:
+        with svc.state.sessions() as s:
+            return s.get(Task, t1).forwarded is True
+
+    wait_for(marked, what="t1 to be stored and marked forwarded")
+    with svc.state.sessions() as s:
+        # a stored row the router cannot pack again (details of an unexpected shape), and not
+        # forwarded: every duplicate of its result makes the router try, and fail
+        task = s.get(Task, t1)
+        task.details, task.forwarded = [1], False
+        s.commit()
+    svc.broker.drain(sdk_queue(alice, out["task_group_id"]))
+    svc.broker.drain(topo.DEAD_LETTER_QUEUE)
+    caplog.set_level(logging.INFO, logger="volley.service.router")
+    bob, bob_reg, bob_out, bob_ids = _tenant(svc, 3)
+
+    poison = result_body(t1, 999)  # a re-run's duplicate
+    endpoint_publish_result(svc, reg, poison)
+    for i, tid in enumerate(bob_ids):
+        endpoint_publish_result(svc, bob_reg, result_body(tid, i))
+
+    wait_for(lambda: all(svc.task(bob, t)["status"] == "success" for t in bob_ids), what="bob's results")
+    forwarded = svc.broker.drain(sdk_queue(bob, bob_out["task_group_id"]))
+    assert [decode(b).task_id for _m, _p, b in forwarded] == bob_ids
+    assert _dead_letters(svc, poison) == [poison]
+    rk = topo.results_routing_key(reg["endpoint_id"])
+    assert len(_router_lines(caplog, rk, "goes back to the queue")) == MAX_TRIES - 1
+    (line,) = _router_lines(caplog, rk, "dead-lettering")
+    assert "AttributeError" in line and f"failed {MAX_TRIES} times" in line
+    assert svc.broker.queue_depth(topo.RESULTS_QUEUE) == 0
+    with svc.state.sessions() as s:  # the first result stands (REST cannot show this row)
+        assert serializer.deserialize(s.get(Task, t1).result) == 1
