@@ -26,6 +26,7 @@ from service_helpers import (
     Service,
     _service_settings,
     management,
+    new_uuid,
     serializer,
     start_service,
     wait_for,
@@ -264,3 +265,18 @@ def test_an_executor_submit_made_while_the_database_is_locked_runs_once_it_is_re
             tasks_stored = s.scalar(sa.select(sa.func.count()).select_from(Task).where(Task.owner_id == user_id))
         assert tasks_stored == 1 and fut.task_id == task.task_id
         assert broker.queue_depth(f"{ep}.tasks") == 0
+
+
+def test_registration_while_the_database_is_locked_makes_no_broker_user_or_queue(busy_svc: Service) -> None:
+    svc = busy_svc
+    alice = svc.new_user()
+    ep = new_uuid()
+    with locked(svc.database_url, "endpoints"):
+        r = svc.client.put(f"/v3/endpoints/{ep}", json={"endpoint_name": "ep"}, headers=alice.headers)
+    _assert_503(r)
+    assert not management(svc.broker.info).user_exists(endpoint_principal(ep))
+    assert not svc.broker.queue_exists(f"{ep}.tasks")
+    # sent again, it registers
+    r = svc.client.put(f"/v3/endpoints/{ep}", json={"endpoint_name": "ep"}, headers=alice.headers)
+    assert r.status_code == 200, r.text
+    svc.broker.connect(r.json()["task_queue_info"]["connection_url"]).close()
