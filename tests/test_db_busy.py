@@ -280,3 +280,22 @@ def test_registration_while_the_database_is_locked_makes_no_broker_user_or_queue
     r = svc.client.put(f"/v3/endpoints/{ep}", json={"endpoint_name": "ep"}, headers=alice.headers)
     assert r.status_code == 200, r.text
     svc.broker.connect(r.json()["task_queue_info"]["connection_url"]).close()
+
+
+def test_the_lock_wait_is_30_s_unless_the_database_url_sets_its_own(fresh_db: str) -> None:
+    """Below the SDK's 60 s HTTP timeout: a request behind a lock is answered 503 before the
+    client gives up on the answer."""
+    from volley.service.db import make_engine
+
+    sqlite = fresh_db.startswith("sqlite")
+    query = "PRAGMA busy_timeout" if sqlite else "SHOW lock_timeout"
+    own = fresh_db + ("?timeout=2" if sqlite else "?options=-c%20lock_timeout%3D2000")
+    seen = []
+    for url in (fresh_db, own):
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                seen.append(str(conn.exec_driver_sql(query).scalar()))
+        finally:
+            engine.dispose()
+    assert seen == (["30000", "2000"] if sqlite else ["30s", "2s"])
