@@ -6,9 +6,9 @@ inside every round trip's latency (docs/benchmarks.md).  What requests would hav
 kept: connection reuse across threads (a small pool), TLS verified against ``verify`` (a CA
 file) or else ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` / certifi's bundle, retries with
 back-off while the service is down or busy, waiting at least as long as its ``Retry-After``
-asks (never sending a request twice that could act twice: see ``ApiSession.request``).  Where the environment names a proxy for the
-service (``HTTPS_PROXY`` and friends, minus ``NO_PROXY``), requests is used after all: proxy
-handling is its business, not ours.
+asks (never sending a request twice that could act twice: see ``ApiSession.request``).  Where
+the environment names a proxy for the service (``HTTPS_PROXY`` and friends, minus
+``NO_PROXY``), requests is used after all: proxy handling is its business, not ours.
 """
 
 from __future__ import annotations
