@@ -299,3 +299,36 @@ def test_the_lock_wait_is_30_s_unless_the_database_url_sets_its_own(fresh_db: st
         finally:
             engine.dispose()
     assert seen == (["30000", "2000"] if sqlite else ["30s", "2s"])
+
+
+def test_endpoint_delete_whose_last_commit_fails_stays_locked_and_finishes_when_sent_again(
+    busy_svc: Service,
+) -> None:
+    """The broker side went, then the database refused to delete the row (a serialization
+    failure, real PostgreSQL behaviour raised by a trigger scoped to this test's user)."""
+    svc = busy_svc
+    if svc.backend == "sqlite":
+        pytest.skip("the trigger raises a PostgreSQL serialization failure")
+    alice = svc.new_user()
+    ep = svc.register_endpoint(alice)["endpoint_id"]
+    engine = svc.state.sessions.kw["bind"]
+    name = f"volley_test_refuse_{alice.id[:8]}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN "
+            "RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001'; END $$ LANGUAGE plpgsql")
+        conn.exec_driver_sql(
+            f"CREATE TRIGGER {name} BEFORE DELETE ON endpoints FOR EACH ROW "
+            f"WHEN (OLD.owner_id = '{alice.id}') EXECUTE FUNCTION {name}()")
+    try:
+        r = svc.client.delete(f"/v2/endpoints/{ep}", headers=alice.headers)
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TRIGGER {name} ON endpoints")
+            conn.exec_driver_sql(f"DROP FUNCTION {name}()")
+    message = _assert_503(r, "40001", "DELETE again")
+    assert "nothing was changed" not in message
+    assert svc.client.get(f"/v2/endpoints/{ep}", headers=alice.headers).json()["locked"] is True
+    r = svc.client.delete(f"/v2/endpoints/{ep}", headers=alice.headers)
+    assert r.status_code == 200, r.text
+    assert svc.client.get(f"/v2/endpoints/{ep}", headers=alice.headers).status_code == 404

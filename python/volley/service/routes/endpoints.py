@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from volley.protocol import topology as topo
 from volley.protocol.batches import CAPABILITY as BATCH_CAPABILITY
@@ -18,6 +18,7 @@ from volley.protocol.codes import ApiCode, ResultCode
 from volley.protocol.outcomes import ACK
 from volley.service.broker_admin import BrokerAdminError
 from volley.service.credentials import new_salt
+from volley.service.db import unavailable_cause
 from volley.service.errors import (
     COMMON_RESPONSES,
     ApiError,
@@ -199,8 +200,20 @@ def delete_endpoint(endpoint_id: str, c: Caller = Depends(caller)) -> EndpointDe
             f"the message broker did not complete the deletion ({exc}); endpoint {ep.id} is locked "
             "meanwhile: send DELETE again to finish it",
         ) from exc
-    c.session.delete(ep)
-    c.session.commit()
+    try:
+        c.session.delete(ep)
+        c.session.commit()
+    except DBAPIError as exc:
+        cause = unavailable_cause(exc)
+        if cause is None:
+            raise
+        c.session.rollback()
+        # not the generic "nothing was changed": the broker side is gone by now
+        raise ApiError(
+            503, ApiCode.DATABASE_UNAVAILABLE,
+            f"endpoint {ep.id} no longer has a broker user or task queue, but the database could "
+            f"not delete it ({cause}); it stays locked meanwhile: send DELETE again to finish it",
+        ) from exc
     return {"result": 302, "endpoint_id": ep.id}
 
 
