@@ -564,10 +564,14 @@ def test_taskgroup_reload_creates_result_queue(svc: Service) -> None:
 
 
 def test_expired_tasks_answer_404(svc: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished task expires task_ttl_s after it completed (an unfinished one never does:
+    tests/test_purge.py)."""
     alice = svc.new_user()
-    out = svc.submit(alice, svc.register_endpoint(alice)["endpoint_id"], svc.register_function(alice), (1,))
+    reg = svc.register_endpoint(alice)
+    out = svc.submit(alice, reg["endpoint_id"], svc.register_function(alice), (1,))
     (tid,) = next(iter(out["tasks"].values()))
-    assert svc.task(alice, tid)["status"] == "waiting-for-ep"
+    endpoint_publish_result(svc, reg, result_body(tid, 1))
+    wait_for(lambda: svc.task(alice, tid)["status"] == "success", what="the result")
     monkeypatch.setattr(svc.state.settings, "task_ttl_s", 0.0)
     assert_error(svc.client.get(f"/v2/tasks/{tid}", headers=alice.headers), 404, "NOT_FOUND")
     assert svc.client.post("/v2/batch_status", headers=alice.headers, json={"task_ids": [tid]}).json()["results"] == {}

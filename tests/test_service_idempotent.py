@@ -10,7 +10,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from service_helpers import Service, User, new_uuid, task_payload
+from service_helpers import Service, User, new_uuid, result_body, task_payload, wait_for
+from volley.protocol import topology as topo
 from volley.service.expiry import purge_submissions
 from volley.service.models import Submission, Task, TaskGroup
 
@@ -138,6 +139,10 @@ def test_expired_submission_frees_its_request_id(svc: Service) -> None:
     alice, fid, _fid2, ep = _setup(svc)
     rid = new_uuid()
     first = _post(svc, alice, ep, _body(fid, 1, rid)).json()
+    (tid,) = first["tasks"][fid]
+    # finished: an unfinished task keeps its submission (tests/test_purge.py)
+    svc.broker.publish(topo.RESULTS_EXCHANGE, topo.results_routing_key(ep), result_body(tid, 1))
+    wait_for(lambda: svc.task(alice, tid)["status"] == "success", what="the result")
     ttl = svc.state.settings.task_ttl_s
     with svc.state.sessions() as s:  # age alice's submission past the TTL
         s.execute(sa.update(Submission).where(Submission.owner_id == alice.id)

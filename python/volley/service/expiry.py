@@ -1,9 +1,11 @@
-"""Expiry of task records and results: deleted ``task_ttl_s`` after their last change
-(upstream keeps tasks 14 days), task groups once their last task is gone, stored submissions
-(request ids) ``task_ttl_s`` after they were made -- with the tasks they made, which cannot
-be younger.  Routes already treat an expired task as absent, so the periodic purge only
-reclaims space.  The purge also drops the arguments of completed tasks, which only the outbox
-needed."""
+"""Expiry of task records and results: a task is deleted ``task_ttl_s`` after it completed
+(upstream keeps tasks 14 days) and never while it is unfinished -- its future still waits for
+it, and the outbox may still need its arguments; task groups go once their last task is gone;
+stored submissions (request ids) ``task_ttl_s`` after they were made, unless a task of theirs
+may still have to be published (the outbox rebuilds its message from the submission's
+headers).  Routes treat an expired task as absent (:func:`unexpired`), so the periodic purge
+only reclaims space.  The purge also drops the arguments of completed tasks, which only the
+outbox needed."""
 
 from __future__ import annotations
 
@@ -11,12 +13,23 @@ import logging
 import threading
 import time
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import ColumnElement, delete, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from volley.service.models import TERMINAL_STATES, Submission, Task, TaskGroup
 
 log = logging.getLogger(__name__)
+
+
+def unexpired(cutoff: float) -> ColumnElement[bool]:
+    """The tasks that have not expired when the TTL started at ``cutoff``: every unfinished one,
+    and those that completed since (a finished task's ``updated_at`` is its completion time)."""
+    return or_(Task.status.not_in(TERMINAL_STATES), Task.updated_at >= cutoff)
+
+
+def is_expired(task: Task, cutoff: float) -> bool:
+    """:func:`unexpired`, negated, for one loaded task."""
+    return task.status in TERMINAL_STATES and task.updated_at < cutoff
 
 
 def purge_expired(
@@ -28,7 +41,8 @@ def purge_expired(
     tasks = groups = 0
     while True:
         with sessions() as s:
-            ids = list(s.scalars(select(Task.id).where(Task.updated_at < cutoff).limit(chunk)))
+            expired = select(Task.id).where(Task.status.in_(TERMINAL_STATES), Task.updated_at < cutoff)
+            ids = list(s.scalars(expired.limit(chunk)))
             if not ids:
                 break
             s.execute(delete(Task).where(Task.id.in_(ids)))
@@ -54,18 +68,28 @@ def purge_expired(
 def purge_submissions(
     sessions: sessionmaker[Session], ttl_s: float, *, now: float | None = None, chunk: int = 5000
 ) -> int:
-    """Delete stored submissions older than the TTL (their request ids may be used again);
-    return how many."""
+    """Delete stored submissions older than the TTL (their request ids may be used again),
+    except those with a task that may still have to be published; return how many."""
     cutoff = (time.time() if now is None else now) - ttl_s
     count = 0
+    after = ""  # the kept ones are passed over: ids are read in order, from after the last
     while True:
         with sessions() as s:
-            ids = list(s.scalars(select(Submission.id).where(Submission.created_at < cutoff).limit(chunk)))
+            ids = list(s.scalars(
+                select(Submission.id).where(Submission.created_at < cutoff, Submission.id > after)
+                .order_by(Submission.id).limit(chunk)
+            ))
             if not ids:
                 return count
-            s.execute(delete(Submission).where(Submission.id.in_(ids)))
-            s.commit()
-            count += len(ids)
+            after = ids[-1]
+            # an unfinished task keeps its arguments (the small partial index of those that do)
+            needed = set(s.scalars(select(Task.submission_id).where(
+                Task.payload.is_not(None), Task.status.not_in(TERMINAL_STATES), Task.submission_id.in_(ids))))
+            gone = [i for i in ids if i not in needed]
+            if gone:
+                s.execute(delete(Submission).where(Submission.id.in_(gone)))
+                s.commit()
+            count += len(gone)
 
 
 def release_payloads(sessions: sessionmaker[Session], *, chunk: int = 5000) -> int:

@@ -31,7 +31,7 @@ from volley.service.errors import (
     not_found,
 )
 from volley.service.models import TERMINAL_STATES, Endpoint, Task
-from volley.service.routes.common import Caller, caller, invalid, owned, task_cutoff
+from volley.service.routes.common import Caller, caller, invalid, live_tasks, owned, task_expired
 
 router = APIRouter(tags=["tasks"], responses=COMMON_RESPONSES)
 _TASKS = cast(Table, Task.__table__)
@@ -127,11 +127,11 @@ def cancel_many(body: CancelBody, c: Caller = Depends(caller)) -> CancelAnswer:
             wanted.append(str(uuid.UUID(tid)))
         except (ValueError, AttributeError, TypeError):
             continue
-    cutoff = task_cutoff(c)
+    live = live_tasks(c)
     tasks: list[Any] = []
     for i in range(0, len(wanted), 500):
         tasks.extend(c.session.scalars(select(Task).where(
-            Task.id.in_(wanted[i : i + 500]), Task.owner_id == c.user_id, Task.updated_at >= cutoff)))
+            Task.id.in_(wanted[i : i + 500]), Task.owner_id == c.user_id, live)))
     return {"results": cancel_tasks(c, tasks, body.force)}
 
 
@@ -139,6 +139,6 @@ def cancel_many(body: CancelBody, c: Caller = Depends(caller)) -> CancelAnswer:
 def cancel_one(task_id: str, force: bool = False, c: Caller = Depends(caller)) -> CancelAnswer:
     """Cancel one task (404 if it is not the caller's)."""
     t = owned(c, Task, task_id, "task")
-    if t.updated_at < task_cutoff(c):
+    if task_expired(c, t):
         raise not_found("task", task_id)
     return {"results": cancel_tasks(c, [t], force)}

@@ -12,12 +12,14 @@ from typing import Any, TypeVar
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from volley.protocol.codes import ApiCode
 from volley.service.auth import TokenExpired, UnknownToken
 from volley.service.errors import ApiError, not_found, unauthorized
+from volley.service.expiry import is_expired, unexpired
+from volley.service.models import Task
 from volley.service.state import ServiceState
 
 # auto_error=False: a missing header is our own JSON 401, not FastAPI's 403
@@ -118,8 +120,17 @@ def owned_columns(c: Caller, model: Any, ident: str, what: str, *names: str, pub
 
 
 def task_cutoff(c: Caller) -> float:
-    """Tasks last changed before this are expired: answered as if already purged."""
+    """Finished tasks completed before this are expired: answered as if already purged."""
     return time.time() - c.state.settings.task_ttl_s
+
+
+def live_tasks(c: Caller) -> ColumnElement[bool]:
+    """The tasks that have not expired, as a WHERE clause (volley.service.expiry)."""
+    return unexpired(task_cutoff(c))
+
+
+def task_expired(c: Caller, task: Task) -> bool:
+    return is_expired(task, task_cutoff(c))
 
 
 def iso(ts: float) -> str:

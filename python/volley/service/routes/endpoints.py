@@ -34,8 +34,8 @@ from volley.service.routes.common import (
     check_quota,
     invalid,
     iso,
+    live_tasks,
     owned,
-    task_cutoff,
 )
 from volley.service.schemas import (
     AllowedFunctions,
@@ -184,8 +184,7 @@ def delete_endpoint(endpoint_id: str, c: Caller = Depends(caller)) -> EndpointDe
     pending = list(
         c.session.scalars(
             select(Task.id).where(
-                Task.endpoint_id == ep.id, Task.status.not_in(TERMINAL_STATES),
-                Task.updated_at >= task_cutoff(c),
+                Task.endpoint_id == ep.id, Task.status.not_in(TERMINAL_STATES), live_tasks(c),
             )
         )
     )

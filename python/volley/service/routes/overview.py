@@ -24,6 +24,7 @@ from volley.service.routes.common import (
     check_limit,
     cursor,
     invalid,
+    live_tasks,
     owned,
     parse_cursor,
     task_cutoff,
@@ -94,7 +95,7 @@ def _counts(c: Caller, group_ids: list[str]) -> dict[str, dict[str, int]]:
     if not group_ids:
         return out
     q = (select(Task.task_group_id, Task.status, func.count())
-         .where(Task.task_group_id.in_(group_ids), Task.updated_at >= task_cutoff(c))
+         .where(Task.task_group_id.in_(group_ids), live_tasks(c))
          .group_by(Task.task_group_id, Task.status))
     for gid, status, n in c.session.execute(q):
         out[gid][status] = out[gid].get(status, 0) + int(n)
@@ -178,7 +179,7 @@ def task_group_summary(task_group_id: str, failures: int = 20, c: Caller = Depen
     counts = _counts(c, [group.id])[group.id]
     first, last = c.session.execute(
         select(func.min(Task.created_at), func.max(Task.completion_t))
-        .where(Task.task_group_id == group.id, Task.updated_at >= task_cutoff(c))
+        .where(Task.task_group_id == group.id, live_tasks(c))
     ).one()
     done = counts["success"] + counts["failed"]
     pending = sum(counts.values()) - done

@@ -43,10 +43,12 @@ from volley.service.routes.common import (
     cursor,
     invalid,
     iso,
+    live_tasks,
     owned,
     owned_columns,
     parse_cursor,
     task_cutoff,
+    task_expired,
 )
 from volley.service.schemas import (
     AmqpResultUrl,
@@ -359,7 +361,7 @@ def task_doc(t: Task) -> TaskDoc:
 @router.get("/v2/tasks/{task_id}")
 def get_task(task_id: str, c: Caller = Depends(caller)) -> TaskDoc:
     t = owned(c, Task, task_id, "task")
-    if t.updated_at < task_cutoff(c):
+    if task_expired(c, t):
         raise not_found("task", task_id)
     return task_doc(t)
 
@@ -374,12 +376,10 @@ def batch_status(body: BatchStatusBody, c: Caller = Depends(caller)) -> BatchSta
             wanted.append(str(uuid.UUID(tid)))
         except (ValueError, AttributeError):
             continue
-    cutoff = task_cutoff(c)
+    live = live_tasks(c)
     results: dict[str, TaskDoc] = {}
     for i in range(0, len(wanted), 500):
-        q = select(Task).where(
-            Task.id.in_(wanted[i : i + 500]), Task.owner_id == c.user_id, Task.updated_at >= cutoff
-        )
+        q = select(Task).where(Task.id.in_(wanted[i : i + 500]), Task.owner_id == c.user_id, live)
         for t in c.session.scalars(q):
             results[t.id] = task_doc(t)
     return {"response": "batch", "results": results}
@@ -406,7 +406,7 @@ def get_task_group(task_group_id: str, limit: int | None = None, after: str | No
             group.result_batches = volley_result_batches
             c.session.commit()
     q = (select(Task.id, Task.created_at)
-         .where(Task.task_group_id == group.id, Task.updated_at >= task_cutoff(c))
+         .where(Task.task_group_id == group.id, live_tasks(c))
          .order_by(Task.created_at, Task.id)
          .limit(size + 1))
     if position is not None:
