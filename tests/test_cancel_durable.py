@@ -131,11 +131,14 @@ def test_a_cancel_sent_while_the_endpoint_is_down_applies_before_its_first_task(
     blocked["release"].touch()
     assert blocked["busy"].result(timeout=60) == "released"
     assert eh.stop(blocked["ep"]) == 0
+    eid = blocked["ep"].endpoint_id
+    eh.wait_for(lambda: client.get_endpoint_status(eid)["status"] == "offline", 60, "the endpoint to be offline")
     marker = tmp_path / "victim-ran"
     victim = ex.submit(touch, str(marker))  # first in the queue of a stopped endpoint
     eh.wait_for(lambda: victim.task_id, 30, "the victim's task id")
-    _wait_queued(blocked["stack"], blocked["ep"].endpoint_id, 1)
-    assert client.cancel_task(victim.task_id) == {victim.task_id: "requested"}
+    _wait_queued(blocked["stack"], eid, 1)
+    # the service cancels it (nothing can run it now) and leaves a notice for the endpoint
+    assert client.cancel_task(victim.task_id) == {victim.task_id: "cancelled"}
     blocked["ep"] = eh.start(blocked["name"])
     _drain(blocked)
     assert not marker.exists(), "the task cancelled while its endpoint was down ran at its start"

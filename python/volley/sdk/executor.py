@@ -16,8 +16,9 @@ import json
 import logging
 import queue
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor as _StdExecutor
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as _wait
@@ -27,7 +28,7 @@ from typing import Any
 from volley.protocol.headers import MAX_SYSTEM_RETRIES
 from volley.sdk.batch import as_optional_uuid
 from volley.sdk.client import Client
-from volley.sdk.future import ComputeFuture
+from volley.sdk.future import ComputeFuture, cancel_all
 from volley.sdk.outcome import resolve_document
 from volley.sdk.retry import Retrying, RetryPolicy
 from volley.sdk.watcher import all_watchers, watcher_for
@@ -531,6 +532,32 @@ class Executor(_StdExecutor):
             watcher.watch(pending)
         return futures.values()
 
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[Any]:
+        """As ``concurrent.futures.Executor.map`` (``chunksize`` is ignored there too, but by
+        process pools).  Abandoned early -- a timeout, a failed task, the iterator dropped --
+        it cancels the tasks whose results were not taken with one request per thousand, not
+        one each."""
+        end = None if timeout is None else timeout + time.monotonic()
+        fs = [self.submit(fn, *args) for args in zip(*iterables, strict=False)]
+
+        def results() -> Iterator[Any]:
+            try:
+                fs.reverse()
+                while fs:
+                    fut = fs.pop()
+                    try:
+                        value = fut.result(None if end is None else end - time.monotonic())
+                    except BaseException:
+                        fs.append(fut)
+                        raise
+                    del fut  # as the standard map: a result taken is not held here
+                    yield value
+            finally:
+                cancel_all(fs, given_up=True)
+
+        return results()
+
     # --- shutdown -------------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._shutdown_lock:
@@ -571,18 +598,8 @@ class Executor(_StdExecutor):
         """Cancel this Executor's tasks that the service has and that have not started
         (``shutdown(cancel_futures=True)``); running ones finish."""
         me = self._owner
-        mine = [f for w in all_watchers() for f in w.open_futures()
-                if f._metadata.get("_owner") == me and not f._is_done() and f.task_id]
-        for i in range(0, len(mine), 1000):
-            chunk = {f.task_id: f for f in mine[i : i + 1000]}
-            try:
-                outcomes = self.client.cancel_task(list(chunk))
-            except Exception as exc:
-                log.warning("%r: could not cancel %d pending tasks: %s", self, len(chunk), exc)
-                return
-            for tid, outcome in outcomes.items():
-                if outcome == "cancelled":
-                    chunk[tid]._cancel_here()
+        cancel_all([f for w in all_watchers() for f in w.open_futures()
+                    if f._metadata.get("_owner") == me and not f._is_done() and f.task_id], given_up=False)
 
     def _wait_outstanding(self) -> None:
         """Wait until none of this Executor's watched futures is pending.  A future cancelled

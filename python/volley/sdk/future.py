@@ -24,8 +24,12 @@ _CANCELLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED))
 _LAZY = set(Future().__dict__) == {"_condition", "_state", "_result", "_exception", "_waiters",
                                    "_done_callbacks"}
 _CONDITION_LOCK = threading.Lock()
-# how long cancel() waits for the endpoint to answer a cancel of a task it was sent
-CANCEL_WAIT_S = 10.0
+# How long cancel() waits for the endpoint's answer when the service passed the cancel on to a
+# live endpoint: one that has not started the task answers within a round trip; a running
+# task gets no answer, so this is what cancel() of a running task costs
+CANCEL_WAIT_S = 2.0
+# task ids per cancel request when many futures are cancelled together
+CANCEL_CHUNK = 1000
 _LOGGER = logging.getLogger("concurrent.futures")  # where Future logs a failing callback
 _LOG = logging.getLogger(__name__)
 
@@ -134,11 +138,14 @@ class ComputeFuture(Future):
         super().add_done_callback(fn)
 
     def cancel(self, *, force: bool = False) -> bool:
-        """Cancel the task.  Not sent yet: cancelled here (the Executor never sends it).  Sent:
-        the service is asked; True once the task is known cancelled (it never ran, or with
-        ``force`` it was stopped), False if it had started or finished, or if no answer came
-        within ``CANCEL_WAIT_S`` (the future still resolves as cancelled if the cancel lands
-        later).  ``force`` is what ``Executor.cancel_running`` uses."""
+        """Cancel the task (docs/sdk.md, "Cancel").  Not sent yet: cancelled here (the Executor
+        never sends it).  Sent: the service is asked once.  True at once when the service
+        cancelled it (still in its outbox, or its endpoint offline: it never runs); False at
+        once when it had finished.  Otherwise the service told the live endpoint, which alone
+        knows whether the task started: True once it answers that it dropped the task (within
+        a round trip), False if no answer came within ``CANCEL_WAIT_S`` -- the task is running
+        (the future still resolves as cancelled if the cancel lands later).  ``force`` is what
+        ``Executor.cancel_running`` uses."""
         if self._state in _DONE:
             return self._state in _CANCELLED
         if self.task_id is None:
@@ -157,7 +164,7 @@ class ComputeFuture(Future):
             self._cancel_here()
         elif outcome == "requested":
             # the user gave up on it: shutdown and exit no longer wait for it, even if its
-            # endpoint never answers (it is down); it still resolves if an answer comes
+            # endpoint never answers; it still resolves if an answer comes
             self._cancel_requested = True
             from concurrent.futures import wait
 
@@ -182,3 +189,37 @@ class ComputeFuture(Future):
 
     def __repr__(self) -> str:
         return f"{super().__repr__()[:-1]} task_id={self.task_id}>"
+
+
+def cancel_all(futures: list[ComputeFuture], *, given_up: bool) -> None:
+    """Cancel each of ``futures`` that is not done, asking the service once per
+    :data:`CANCEL_CHUNK` sent tasks of a client rather than once each, and waiting for no
+    endpoint: a future the service cancelled is cancelled now; one whose live endpoint was told
+    resolves when it answers (cancelled, unless the task had started).  ``given_up``: the
+    latter keep no shutdown or exit waiting meanwhile, as after ``cancel()``."""
+    by_client: dict[int, tuple[Any, dict[str, ComputeFuture]]] = {}
+    for f in futures:
+        if f._state in _DONE:
+            continue
+        client = f._metadata.get("_client")
+        if f.task_id is None or client is None:
+            f.cancel()
+            continue
+        by_client.setdefault(id(client), (client, {}))[1][f.task_id] = f
+    for client, sent in by_client.values():
+        ids = list(sent)
+        for i in range(0, len(ids), CANCEL_CHUNK):
+            chunk = ids[i : i + CANCEL_CHUNK]
+            try:
+                outcomes = client.cancel_task(chunk)
+            except Exception as exc:  # the service is away (retried already): the rest would wait too
+                _LOG.warning("could not cancel %d tasks: %s", len(ids) - i, exc)
+                break
+            for task_id, outcome in outcomes.items():
+                fut = sent.get(task_id)
+                if fut is None:
+                    continue
+                if outcome == "cancelled":
+                    fut._cancel_here()
+                elif outcome == "requested" and given_up:
+                    fut._cancel_requested = True

@@ -1,8 +1,11 @@
 """Cancelling tasks (docs/service.md, "Cancelling tasks").
 
 A task still in the service's outbox is cancelled here: its state becomes ``cancelled`` and the
-outbox never publishes it.  Every other open task's endpoint gets a cancel notice on its control
-queue (volley.protocol.control) and decides: a task it has not started is dropped and answered
+outbox never publishes it.  So is a task whose endpoint is offline (no heartbeat for three
+periods, or it said it stopped): the endpoint cannot be running it, and when it comes back it
+applies the cancel notice waiting in its control queue before it runs any task.  Every other
+open task's endpoint gets a cancel notice on its control queue (volley.protocol.control) and
+decides: a task it has not started is dropped and answered
 with a ``TaskCancelled`` result; a running one runs on (or, with ``force``, on an engine that can,
 is stopped and answered the same way).  The router stores that result as ``cancelled``; the
 first result stored wins, so a task ends either ``cancelled`` or with its own result, never both.
@@ -32,6 +35,7 @@ from volley.service.errors import (
 )
 from volley.service.models import TERMINAL_STATES, Endpoint, Task
 from volley.service.routes.common import Caller, caller, invalid, live_tasks, owned, task_expired
+from volley.service.routes.endpoints import endpoint_status
 
 router = APIRouter(tags=["tasks"], responses=COMMON_RESPONSES)
 _TASKS = cast(Table, Task.__table__)
@@ -39,7 +43,7 @@ _BROKER_ERRORS = (ConnectionError, TimeoutError)
 MAX_CANCEL = 10_000  # task ids in one request
 
 # what a cancel request did with each task
-CANCELLED = "cancelled"  # it was still in the service's outbox: cancelled, it never runs
+CANCELLED = "cancelled"  # in the service's outbox, or its endpoint offline: cancelled, it never runs
 REQUESTED = "requested"  # its endpoint was told; the task resolves as cancelled or with its result
 FINISHED = "finished"  # it had completed (or was cancelled) already: nothing to do
 
@@ -68,6 +72,15 @@ def _check_force(c: Caller, endpoint_ids: set[str]) -> None:
             )
 
 
+def _offline(c: Caller, endpoint_ids: set[str], now: float) -> set[str]:
+    """Which of ``endpoint_ids`` are offline (``endpoint_status``): none of their tasks runs
+    before the endpoint has read its control queue again."""
+    if not endpoint_ids:
+        return set()
+    rows = c.session.scalars(select(Endpoint).where(Endpoint.id.in_(sorted(endpoint_ids))))
+    return {ep.id for ep in rows if endpoint_status(ep, now) == "offline"}
+
+
 def cancel_tasks(c: Caller, tasks: list[Task], force: bool) -> dict[str, str]:
     out = {t.id: FINISHED for t in tasks if t.status in TERMINAL_STATES}
     open_tasks = [t for t in tasks if t.status not in TERMINAL_STATES]
@@ -76,14 +89,22 @@ def cancel_tasks(c: Caller, tasks: list[Task], force: bool) -> dict[str, str]:
     if force:
         _check_force(c, {t.endpoint_id for t in open_tasks})
     now = time.time()
+    # a force-cancel is for running tasks: those are the endpoint's to stop
+    offline = set() if force else _offline(c, {t.endpoint_id for t in open_tasks if t.published}, now)
     claimed = []
     for t in open_tasks:
-        if t.published:
+        if not t.published:
+            text = f"TaskCancelled: task {t.id} was cancelled on request before it was queued"
+            unpublished = [_TASKS.c.published == false()]
+        elif t.endpoint_id in offline:
+            text = (f"TaskCancelled: task {t.id} was cancelled on request while its endpoint was offline; "
+                    "the endpoint drops it when it comes back")
+            unpublished = []
+        else:
             continue
-        text = f"TaskCancelled: task {t.id} was cancelled on request before it was queued"
         done = c.session.execute(
             update(_TASKS)
-            .where(_TASKS.c.id == t.id, _TASKS.c.published == false(), _TASKS.c.status.not_in(TERMINAL_STATES))
+            .where(_TASKS.c.id == t.id, *unpublished, _TASKS.c.status.not_in(TERMINAL_STATES))
             .values(status="cancelled", exception=text, completion_t=now, updated_at=now, published=True,
                     forwarded=False, payload=None,
                     details={"error_code": ResultCode.TASK_CANCELLED, "error_message": text})
