@@ -351,9 +351,10 @@ class ResultRouter(ConsumerLoop):
         with self.sessions() as s:
             plan = self._plan(s, results)
             stored = self._store_together(s, plan)
+        refused_before = len(plan.rejected)
         if stored is None:
             stored = self._store_each(plan, results)
-        refused = {_task_id(d) for d, _why in plan.rejected}
+        refused = {_task_id(d) for d, _why in plan.rejected[refused_before:]}
         lost = {row["tid"] for row in plan.rows} - stored - refused
         if len(stored) < len(plan.rows):
             kept = []
