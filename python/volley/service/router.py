@@ -302,8 +302,10 @@ class ResultRouter(ConsumerLoop):
         if n >= MAX_TRIES:
             dead_letter(consumer, d, f"{why}; failed {n} times, given up")
             return
-        log.warning("message from %r goes back to the queue (try %d of %d failed): %s",
-                    d.routing_key, n, MAX_TRIES, why, exc_info=exc if n == 1 else None)
+        # the first failure says why in full; the tries after it, only that they happen
+        log.log(logging.WARNING if n == 1 else logging.INFO,
+                "message from %r goes back to the queue (try %d of %d failed): %s",
+                d.routing_key, n, MAX_TRIES, why, exc_info=exc if n == 1 else None)
         consumer.nack(d.tag, requeue=True)
 
     def _settle(self, consumer: Consumer, batch: Sequence[Delivery]) -> None:
