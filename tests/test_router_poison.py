@@ -12,11 +12,18 @@ poison has been handled at least once too.
 from __future__ import annotations
 
 import logging
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from service_helpers import (
+    BACKENDS,
+    BrokerHost,
     Service,
     User,
     endpoint_publish_result,
@@ -24,12 +31,13 @@ from service_helpers import (
     result_body,
     sdk_queue,
     serializer,
+    start_service,
     wait_for,
 )
 from volley.protocol import topology as topo
 from volley.protocol.messages import decode
 from volley.service.models import Task
-from volley.service.router import MAX_TRIES
+from volley.service.router import MAX_TRIES, ResultRouter
 
 pytest_plugins = ["service_fixtures"]
 
@@ -138,3 +146,50 @@ def test_a_message_whose_handling_always_raises_is_dead_lettered_and_blocks_nobo
     assert svc.broker.queue_depth(topo.RESULTS_QUEUE) == 0
     with svc.state.sessions() as s:  # the first result stands (REST cannot show this row)
         assert serializer.deserialize(s.get(Task, t1).result) == 1
+
+
+@pytest.fixture(params=BACKENDS)
+def impatient_svc(request: pytest.FixtureRequest, broker_host: BrokerHost, tmp_path: Path) -> Iterator[Service]:
+    """A service of its own that waits at most 0.2 s for a database lock."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'service.db'}?timeout=0.2"
+    else:
+        url = request.getfixturevalue("pg_databases").create() + "?options=-c%20lock_timeout%3D200"
+    yield from start_service(broker_host.new_vhost(), url, request.param)
+
+
+@contextmanager
+def tasks_locked(database_url: str) -> Iterator[None]:
+    """Hold, from a connection of our own, SQLite's write lock or PostgreSQL's lock on ``tasks``."""
+    if database_url.startswith("sqlite"):
+        conn = sqlite3.connect(sa.make_url(database_url).database or "", isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            conn.close()
+        return
+    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as c:
+            c.exec_driver_sql("LOCK TABLE tasks IN EXCLUSIVE MODE")
+            yield
+    finally:
+        engine.dispose()
+
+
+def test_a_database_locked_through_more_than_max_tries_loses_no_result(impatient_svc: Service) -> None:
+    """An outage is not the message's fault: a result that meets a locked database again and
+    again waits it out, and is stored once the lock goes, not dead-lettered."""
+    svc = impatient_svc
+    (router,) = [t for t in svc.client.app.state.volley_threads if isinstance(t, ResultRouter)]
+    alice, reg, out, (t1,) = _tenant(svc, 1)
+    svc.broker.drain(topo.DEAD_LETTER_QUEUE)
+    with tasks_locked(svc.database_url):
+        before = router.loop.outage.outages
+        endpoint_publish_result(svc, reg, result_body(t1, 1))
+        wait_for(lambda: router.loop.outage.outages - before > MAX_TRIES, what="the router to meet the lock often")
+    doc = wait_for(lambda: (d := svc.task(alice, t1))["status"] == "success" and d, what="the result")
+    assert serializer.deserialize(doc["result"]) == 1
+    assert [decode(b).task_id for _m, _p, b in svc.broker.drain(sdk_queue(alice, out["task_group_id"]))] == [t1]
+    assert svc.broker.drain(topo.DEAD_LETTER_QUEUE) == []
