@@ -26,6 +26,7 @@ from service_helpers import (
     BrokerHost,
     Service,
     User,
+    endpoint_publish_batch,
     endpoint_publish_result,
     new_uuid,
     result_body,
@@ -104,6 +105,33 @@ def test_a_result_whose_forward_is_always_refused_is_dead_lettered_after_max_tri
     assert len(_router_lines(caplog, rk, "goes back to the queue")) == MAX_TRIES - 1
     (line,) = _router_lines(caplog, rk, "dead-lettering")
     assert "refused" in line and f"failed {MAX_TRIES} times" in line and "REST serves it" in line
+    assert svc.broker.queue_depth(topo.RESULTS_QUEUE) == 0
+
+
+def test_a_result_batch_with_a_refused_forward_keeps_the_rest_and_is_dead_lettered_once(svc: Service) -> None:
+    """A batch message (one endpoint, two task groups) whose forward into one group is always
+    refused: the other group's result is stored and forwarded once, however often the batch
+    comes back, and the batch ends in the dead-letter queue."""
+    svc.broker.drain(topo.DEAD_LETTER_QUEUE)
+    alice = svc.new_user()
+    refusing = new_uuid()
+    conn = svc.broker.connect()
+    try:
+        conn.channel().queue_declare(sdk_queue(alice, refusing), durable=True,
+                                     arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+    finally:
+        conn.close()
+    fid = svc.register_function(alice)
+    reg = svc.register_endpoint(alice)
+    (t1,) = svc.submit(alice, reg["endpoint_id"], fid, (1,), task_group_id=refusing)["tasks"][fid]
+    fine = svc.submit(alice, reg["endpoint_id"], fid, (2,))
+    (t2,) = fine["tasks"][fid]
+    svc.broker.drain(f"{reg['endpoint_id']}.tasks")
+
+    body = endpoint_publish_batch(svc, reg, [result_body(t1, 1), result_body(t2, 2)])
+    assert _dead_letters(svc, body) == [body]
+    assert [svc.task(alice, t)["status"] for t in (t1, t2)] == ["success", "success"]
+    assert [decode(b).task_id for _m, _p, b in svc.broker.drain(sdk_queue(alice, fine["task_group_id"]))] == [t2]
     assert svc.broker.queue_depth(topo.RESULTS_QUEUE) == 0
 
 
