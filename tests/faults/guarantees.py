@@ -136,6 +136,34 @@ GUARANTEES: list[tuple[str, str, str]] = [
     ("an endpoint with old unfinished tasks is deleted",
      "its tasks fail with `EndpointDeleted`, however old",
      "tests/test_purge.py::test_deleting_the_endpoint_fails_its_unfinished_tasks_however_old"),
+    # cancel
+    ("a task is cancelled behind more tasks than the endpoint holds (20,200 queued)",
+     "it never runs: the endpoint writes the cancel to `cancelled_tasks/` before acking the "
+     "notice, and drops the task whenever it arrives",
+     "tests/test_cancel_durable.py::test_cancels_of_more_tasks_than_any_memory_bound_all_hold"),
+    ("the endpoint is SIGKILLed after a cancel and before the task came",
+     "after the restart the task never runs",
+     "tests/test_cancel_durable.py::test_a_cancel_survives_an_endpoint_kill_before_the_task_came"),
+    ("a task is cancelled while its endpoint is down",
+     "the service answers cancelled at once, and the endpoint applies the notice before it runs "
+     "its first task",
+     "tests/test_cancel_durable.py::test_a_cancel_sent_while_the_endpoint_is_down_applies_before_its_first_task"),
+    ("the endpoint's disk refuses a cancel notice",
+     "the notice stays unacked (redelivered after a kill); the cancel applies in memory meanwhile",
+     "tests/test_cancel_durable.py::test_a_cancel_notice_is_acked_only_once_recorded"),
+    ("the cancel record is torn by a crash mid-write",
+     "the torn line is cut and the rest reads back",
+     "tests/test_cancel_record.py::test_a_torn_last_line_is_cut_and_what_follows_reads_back"),
+    ("`cancel()` of tasks whose endpoint is stopped",
+     "answers True at once (no 10 s wait), and the tasks never run",
+     "tests/test_cancel_at_once.py::test_cancel_answers_without_waiting_for_the_endpoint"),
+    ("`Executor.map` is given up early",
+     "the rest are cancelled at once, one request per 1,000 tasks, waiting for no endpoint",
+     "tests/test_cancel_at_once.py::test_map_abandoned_cancels_the_rest_at_once"),
+    ("a cancel reaches the service",
+     "it cancels an offline endpoint's tasks itself; a live endpoint's answer decides (SQLite and "
+     "PostgreSQL)",
+     "tests/test_cancel_route.py::test_an_offline_endpoints_task_is_cancelled_by_the_service_a_live_ones_by_its_endpoint"),
 ]
 
 
