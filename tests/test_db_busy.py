@@ -284,21 +284,34 @@ def test_registration_while_the_database_is_locked_makes_no_broker_user_or_queue
 
 def test_the_lock_wait_is_30_s_unless_the_database_url_sets_its_own(fresh_db: str) -> None:
     """Below the SDK's 60 s HTTP timeout: a request behind a lock is answered 503 before the
-    client gives up on the answer."""
+    client gives up on the answer.  On PostgreSQL it is set with ``SET`` once connected, not with
+    the ``options`` startup parameter, which PgBouncer refuses ("unsupported startup
+    parameter"): the connection is opened with no ``options`` unless the URL gives them, and the
+    setting outlives the pool's rollback of each checkout.  Options that leave the lock timeout
+    alone keep the 30 s."""
     from volley.service.db import make_engine
 
     sqlite = fresh_db.startswith("sqlite")
     query = "PRAGMA busy_timeout" if sqlite else "SHOW lock_timeout"
     own = fresh_db + ("?timeout=2" if sqlite else "?options=-c%20lock_timeout%3D2000")
-    seen = []
-    for url in (fresh_db, own):
+    other = fresh_db + ("?cached_statements=10" if sqlite else "?options=-c%20statement_timeout%3D60000")
+    seen, startup = [], []
+    for url in (fresh_db, own, other):
         engine = make_engine(url)
         try:
-            with engine.connect() as conn:
-                seen.append(str(conn.exec_driver_sql(query).scalar()))
+            for _ in range(2):  # a fresh connection, then the same one back from the pool
+                with engine.connect() as conn:
+                    seen.append(str(conn.exec_driver_sql(query).scalar()))
+                    if not sqlite:
+                        startup.append(conn.connection.dbapi_connection.info.get_parameters().get("options"))
         finally:
             engine.dispose()
-    assert seen == (["30000", "2000"] if sqlite else ["30s", "2s"])
+    if sqlite:
+        assert seen == ["30000", "30000", "2000", "2000", "30000", "30000"]
+    else:
+        assert startup == [None, None, "-c lock_timeout=2000", "-c lock_timeout=2000",
+                           "-c statement_timeout=60000", "-c statement_timeout=60000"]
+        assert seen == ["30s", "30s", "2s", "2s", "30s", "30s"]
 
 
 def test_endpoint_delete_whose_last_commit_fails_stays_locked_and_finishes_when_sent_again(

@@ -51,12 +51,21 @@ def make_engine(url: str) -> Engine:
             f"database URL {_redact(url)!r} names no driver: use postgresql+psycopg://... "
             "(psycopg 3, `pip install 'psycopg[binary]'`)"
         )
-    pg_args: dict[str, Any] = {}
-    if url.startswith("postgresql") and "options" not in make_url(url).query:
+    engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    if url.startswith("postgresql") and "lock_timeout" not in str(make_url(url).query.get("options", "")):
         # without it a statement behind a lock (a migration, an admin's LOCK TABLE, a stuck
-        # transaction) would wait for ever, and so would the request and its client
-        pg_args["options"] = f"-c lock_timeout={int(BUSY_TIMEOUT_S * 1000)}"
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=pg_args)
+        # transaction) would wait for ever, and so would the request and its client.  A SET
+        # rather than the ``options`` startup parameter, which PgBouncer refuses unless told to
+        # ignore it; committed, or the pool's rollback at the first checkin would undo it
+        set_lock_timeout = f"SET lock_timeout = {int(BUSY_TIMEOUT_S * 1000)}"
+
+        @event.listens_for(engine, "connect")
+        def _pg_lock_timeout(dbapi_conn: Any, _record: Any) -> None:
+            with dbapi_conn.cursor() as cur:
+                cur.execute(set_lock_timeout)
+            dbapi_conn.commit()
+
+    return engine
 
 
 def _redact(url: str) -> str:
