@@ -54,6 +54,7 @@ from volley.endpoint.store import ResultStore
 from volley.private_files import private_dir, private_file, write_private
 from volley.protocol import topology as topo
 from volley.protocol.batches import CAPABILITY as BATCH_CAPABILITY
+from volley.protocol.control import CANCELS_FIRST
 from volley.transport import Publisher, open_publisher
 from volley.transport.reconnect import GaveUp, Outage, ReconnectPolicy
 from volley.version import __version__
@@ -290,6 +291,7 @@ class Agent:
             **engine,
             "heartbeat_period": self.config.heartbeat_period if active else 0,
             "active": active,
+            CANCELS_FIRST: True,
             "endpoint_name": self.name,
             "consuming": consumer is not None and not consumer.closed,
             "consumer_restarts": self.intake.restarts,

@@ -13,6 +13,11 @@ from dataclasses import dataclass
 
 VERSION = b"\x01"
 CANCEL = "cancel"
+# A key of a Volley endpoint's status report: true when, on starting, the endpoint applies the
+# notices waiting in its control queue (and its record of cancels) before it runs any task.  A
+# final report (``active`` false) that carries it tells the service that no task of that
+# endpoint can run before a cancel sent now is applied.
+CANCELS_FIRST = "volley_cancels_first"
 
 
 @dataclass(frozen=True)

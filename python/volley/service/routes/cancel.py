@@ -1,11 +1,11 @@
 """Cancelling tasks (docs/service.md, "Cancelling tasks").
 
 A task still in the service's outbox is cancelled here: its state becomes ``cancelled`` and the
-outbox never publishes it.  So is a task whose endpoint is offline (no heartbeat for three
-periods, or it said it stopped): the endpoint cannot be running it, and when it comes back it
-applies the cancel notice waiting in its control queue before it runs any task.  Every other
-open task's endpoint gets a cancel notice on its control queue (volley.protocol.control) and
-decides: a task it has not started is dropped and answered
+outbox never publishes it.  So is a task whose endpoint said it stopped (a Volley agent's final
+status report): nothing runs it now, and when the endpoint starts again it applies the cancel
+notice waiting in its control queue before it runs any task.  Every open task's endpoint gets a
+cancel notice on its control queue (volley.protocol.control), before anything is committed; for
+the other tasks the endpoint decides: a task it has not started is dropped and answered
 with a ``TaskCancelled`` result; a running one runs on (or, with ``force``, on an engine that can,
 is stopped and answered the same way).  The router stores that result as ``cancelled``; the
 first result stored wins, so a task ends either ``cancelled`` or with its own result, never both.
@@ -25,7 +25,7 @@ from typing_extensions import TypedDict
 from volley.protocol import topology as topo
 from volley.protocol.codec import pack_result
 from volley.protocol.codes import ApiCode, ResultCode
-from volley.protocol.control import pack_cancel
+from volley.protocol.control import CANCELS_FIRST, pack_cancel
 from volley.service.errors import (
     COMMON_RESPONSES,
     ApiError,
@@ -35,7 +35,6 @@ from volley.service.errors import (
 )
 from volley.service.models import TERMINAL_STATES, Endpoint, Task
 from volley.service.routes.common import Caller, caller, invalid, live_tasks, owned, task_expired
-from volley.service.routes.endpoints import endpoint_status
 
 router = APIRouter(tags=["tasks"], responses=COMMON_RESPONSES)
 _TASKS = cast(Table, Task.__table__)
@@ -72,33 +71,58 @@ def _check_force(c: Caller, endpoint_ids: set[str]) -> None:
             )
 
 
-def _offline(c: Caller, endpoint_ids: set[str], now: float) -> set[str]:
-    """Which of ``endpoint_ids`` are offline (``endpoint_status``): none of their tasks runs
-    before the endpoint has read its control queue again."""
+def _stopped(c: Caller, endpoint_ids: set[str]) -> set[str]:
+    """Which of ``endpoint_ids`` said they stopped: their last status report is a Volley agent's
+    final one (``active`` false, sent after its engine shut down) and one that applies its cancel
+    notices before it runs any task when it starts again.  None of their tasks runs before the
+    notice is applied.  Silence is not enough: an endpoint whose heartbeats stopped (a broker
+    outage, a lock, a paused process) may still be running the task, and an endpoint that never
+    reported may be an upstream one, which keeps no cancels."""
     if not endpoint_ids:
         return set()
     rows = c.session.scalars(select(Endpoint).where(Endpoint.id.in_(sorted(endpoint_ids))))
-    return {ep.id for ep in rows if endpoint_status(ep, now) == "offline"}
+    return {ep.id for ep in rows if ep.last_heartbeat is not None and _said_stopped(ep.status_report or {})}
+
+
+def _said_stopped(report: dict[str, Any]) -> bool:
+    return report.get("active") is False and report.get(CANCELS_FIRST) is True
 
 
 def cancel_tasks(c: Caller, tasks: list[Task], force: bool) -> dict[str, str]:
-    out = {t.id: FINISHED for t in tasks if t.status in TERMINAL_STATES}
+    # a task cancelled already (by an earlier request whose answer was lost) is answered
+    # cancelled again: a repeat of a request must get the same answer
+    out = {t.id: CANCELLED if t.status == "cancelled" else FINISHED for t in tasks if t.status in TERMINAL_STATES}
     open_tasks = [t for t in tasks if t.status not in TERMINAL_STATES]
     if not open_tasks:
         return out
     if force:
         _check_force(c, {t.endpoint_id for t in open_tasks})
     now = time.time()
+    gateway = c.state.gateway
+    # The notices go first, before anything is committed: a notice without the commit is
+    # harmless (the endpoint drops a task the user asked to cancel, and answers so), while a
+    # commit whose notice then failed would leave a task the service calls cancelled for the
+    # endpoint to run.  A repeat of the request (after a 503) sends them again; the endpoint
+    # applies a notice once however often it comes.
+    by_endpoint: dict[str, list[str]] = {}
+    for t in open_tasks:  # unpublished ones too: the outbox may be publishing them just now
+        by_endpoint.setdefault(t.endpoint_id, []).append(t.id)
+    try:
+        for endpoint_id, ids in by_endpoint.items():
+            if not gateway.send_control(endpoint_id, pack_cancel(ids, force)):
+                raise ConnectionError(f"the broker refused the cancel notice for endpoint {endpoint_id}")
+    except _BROKER_ERRORS as exc:
+        raise broker_unavailable(exc) from exc
     # a force-cancel is for running tasks: those are the endpoint's to stop
-    offline = set() if force else _offline(c, {t.endpoint_id for t in open_tasks if t.published}, now)
+    stopped = set() if force else _stopped(c, {t.endpoint_id for t in open_tasks if t.published})
     claimed = []
     for t in open_tasks:
         if not t.published:
             text = f"TaskCancelled: task {t.id} was cancelled on request before it was queued"
             unpublished = [_TASKS.c.published == false()]
-        elif t.endpoint_id in offline:
-            text = (f"TaskCancelled: task {t.id} was cancelled on request while its endpoint was offline; "
-                    "the endpoint drops it when it comes back")
+        elif t.endpoint_id in stopped:
+            text = (f"TaskCancelled: task {t.id} was cancelled on request while its endpoint was stopped; "
+                    "the endpoint drops it when it starts again")
             unpublished = []
         else:
             continue
@@ -112,21 +136,17 @@ def cancel_tasks(c: Caller, tasks: list[Task], force: bool) -> dict[str, str]:
         if getattr(done, "rowcount", 0) == 1:
             claimed.append((t, text))
     c.session.commit()
-    gateway = c.state.gateway
     try:
         if claimed:
-            # through ``results``, so the router forwards the stored state to the SDK's queue
+            # through ``results``, so the router forwards the stored state to the SDK's queue.
+            # Should this fail, the repeat answers cancelled (above), and the stored state still
+            # reaches the stream: the endpoint answers the notice when it starts, and the router
+            # forwards what it stored.
             gateway.publisher.publish_batch([
                 (topo.RESULTS_EXCHANGE, topo.results_routing_key(t.endpoint_id),
                  pack_result(t.id, text, error_code=ResultCode.TASK_CANCELLED, error_message=text), None, None)
                 for t, text in claimed
             ], mandatory=True)
-        by_endpoint: dict[str, list[str]] = {}
-        for t in open_tasks:  # claimed ones too: the outbox may have been publishing them just now
-            by_endpoint.setdefault(t.endpoint_id, []).append(t.id)
-        for endpoint_id, ids in by_endpoint.items():
-            if not gateway.send_control(endpoint_id, pack_cancel(ids, force)):
-                raise ConnectionError(f"the broker refused the cancel notice for endpoint {endpoint_id}")
     except _BROKER_ERRORS as exc:
         raise broker_unavailable(exc) from exc
     claimed_ids = {t.id for t, _ in claimed}
