@@ -161,9 +161,14 @@ GUARANTEES: list[tuple[str, str, str]] = [
      "the rest are cancelled at once, one request per 1,000 tasks, waiting for no endpoint",
      "tests/test_cancel_at_once.py::test_map_abandoned_cancels_the_rest_at_once"),
     ("a cancel reaches the service",
-     "it cancels an offline endpoint's tasks itself; a live endpoint's answer decides (SQLite and "
-     "PostgreSQL)",
-     "tests/test_cancel_route.py::test_an_offline_endpoints_task_is_cancelled_by_the_service_a_live_ones_by_its_endpoint"),
+     "it cancels the tasks itself only of an endpoint that said it stopped; a live, silent or "
+     "never-heard-from endpoint decides (it may be running the task); a repeat gets the same "
+     "answer (SQLite and PostgreSQL)",
+     "tests/test_cancel_route.py::test_only_an_endpoint_that_said_it_stopped_has_its_tasks_cancelled_by_the_service"),
+    ("the service cannot reach the broker to send a cancel notice",
+     "503 and nothing is marked cancelled (the notice goes before the commit); sent again, it "
+     "goes through",
+     "tests/test_cancel_route.py::test_a_cancel_whose_notice_cannot_reach_the_broker_changes_nothing"),
 ]
 
 
