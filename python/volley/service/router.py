@@ -67,6 +67,14 @@ def _is_outage(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError) or unavailable_cause(exc) is not None
 
 
+def _as_outage(exc: BaseException) -> BaseException:
+    """An outage as the ConnectionError the consume loop waits out with one line per stretch
+    (any other exception it logs with a traceback at every try)."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return exc
+    return ConnectionError(f"the database is unavailable ({unavailable_cause(exc)}): {exc}")
+
+
 def _changed(result: Any) -> int:
     """How many rows an UPDATE changed (for an executemany: in all)."""
     return int(cast(CursorResult[Any], result).rowcount)
@@ -280,7 +288,7 @@ class ResultRouter(ConsumerLoop):
             self._settle(consumer, batch)
         except Exception as exc:
             if _is_outage(exc):
-                raise
+                raise _as_outage(exc) from exc
             if len(batch) == 1:
                 self._try_again(consumer, batch[0], f"handling it raised {exc!r}", exc)
                 return
@@ -293,7 +301,7 @@ class ResultRouter(ConsumerLoop):
                     self._settle(consumer, [d])
                 except Exception as one:
                     if _is_outage(one):
-                        raise
+                        raise _as_outage(one) from one
                     self._try_again(consumer, d, f"handling it raised {one!r}", one)
 
     def _try_again(self, consumer: Consumer, d: Delivery, why: str, exc: BaseException | None = None) -> None:
