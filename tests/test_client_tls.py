@@ -107,3 +107,46 @@ def test_volley_tasks_verifies_the_service_with_the_configured_ca_file(
     monkeypatch.setenv("VOLLEY_CA_FILE", https_service["ca_file"])
     result = CliRunner().invoke(main, ["tasks", "groups"], env=dict(os.environ))
     assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module")
+def publicly_signed_service(broker_host: BrokerHost, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The service over https with a certificate of a second CA, which stands in for a public
+    one (a test puts it in the "default" bundle), while the broker's CA stays the local
+    stack's: the common set-up of a broker behind a site's private CA and a service behind a
+    publicly signed certificate."""
+    from volley.local.certs import ensure_tls_files
+    from volley.service.auth import create_token
+
+    public = ensure_tls_files(tmp_path_factory.mktemp("public-ca") / "tls")
+    db = tmp_path_factory.mktemp("public-https-service") / "service.db"
+    settings = _service_settings(broker_host.new_vhost(), f"sqlite:///{db}")
+    with served(settings, certfile=str(public["cert"]), keyfile=str(public["key"])) as (url, state):
+        with state.sessions() as s:
+            _uid, token = create_token(s, "public-tls-user")
+        yield {"url": url, "default_bundle": str(public["ca"]), "token": token,
+               "broker_ca_file": broker_host.info.ca_file}
+
+
+@pytest.mark.parametrize("bundle_variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_the_ca_file_is_trusted_besides_the_default_bundle(
+    publicly_signed_service: dict[str, Any], no_default_trust: Path, monkeypatch: pytest.MonkeyPatch,
+    bundle_variable: str,
+) -> None:
+    from click.testing import CliRunner
+
+    from volley import Client
+    from volley.cli import main
+
+    svc = publicly_signed_service
+    monkeypatch.setenv(bundle_variable, svc["default_bundle"])
+    client = Client(service_url=svc["url"], token=svc["token"], ca_file=svc["broker_ca_file"])
+    fid = client.register_function(_identity)
+    assert client.get_function(fid)["function_uuid"] == fid
+    assert client.get_result_amqp_url()["connection_url"].startswith("amqps://")
+
+    monkeypatch.setenv("VOLLEY_SERVICE_URL", svc["url"])
+    monkeypatch.setenv("VOLLEY_TOKEN", svc["token"])
+    monkeypatch.setenv("VOLLEY_CA_FILE", svc["broker_ca_file"])
+    result = CliRunner().invoke(main, ["tasks", "groups"], env=dict(os.environ))
+    assert result.exit_code == 0, result.output

@@ -86,7 +86,8 @@ class Client:
         self.ca_file = ca_file or cfg.ca_file
         self._default_endpoint_id = cfg.endpoint_id
         # the CA that signs an https service's certificate is often private (a site's own, the
-        # local stack's): REST verifies with the same CA file as AMQPS
+        # local stack's): REST trusts the CA file of AMQPS too, besides the default bundle (a
+        # publicly signed service next to a privately signed broker)
         self._api = ApiSession(url, token=token or cfg.token, authorizer=authorizer,
                                verify=self.ca_file or True)
         self.fx_serializer = ComputeSerializer(

@@ -3,9 +3,9 @@
 Built on ``http.client`` rather than ``requests``: a 128-task submission cost ~1.1 ms of client
 CPU through requests/urllib3 and ~0.35 ms here, and that CPU is both on every task's path and
 inside every round trip's latency (docs/benchmarks.md).  What requests would have given us is
-kept: connection reuse across threads (a small pool), TLS verified against ``verify`` (a CA
-file) or else ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` / certifi's bundle, retries with
-back-off while the service is down or busy, waiting at least as long as its ``Retry-After``
+kept: connection reuse across threads (a small pool), TLS verified against
+``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` / certifi's bundle and ``verify`` (a CA file)
+besides it, retries with back-off while the service is down or busy, waiting at least as long as its ``Retry-After``
 asks (never sending a request twice that could act twice: see ``ApiSession.request``).  Where
 the environment names a proxy for the service (``HTTPS_PROXY`` and friends, minus
 ``NO_PROXY``), requests is used after all: proxy handling is its business, not ours.
@@ -101,29 +101,38 @@ def _seconds(retry_after: str | None) -> float | None:
         return None
 
 
-def _tls_context(verify: str | bool) -> ssl.SSLContext:
+def default_ca_bundle() -> str | None:
+    """The CA bundle requests would verify with: ``$REQUESTS_CA_BUNDLE``, ``$CURL_CA_BUNDLE``,
+    certifi's; None for the system's trust store."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        return bundle
+    try:
+        import certifi
+    except ImportError:
+        return None
+    return certifi.where()
+
+
+def tls_context(verify: str | bool) -> ssl.SSLContext:
+    """The context REST verifies the service with: the default bundle, and a CA file
+    (``verify`` as a path) besides it.  A private CA file is often the broker's while the
+    service has a publicly signed certificate, so it must add trust, never replace it."""
     if verify is False:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         return ctx
+    ctx = ssl.create_default_context(cafile=default_ca_bundle())
     if isinstance(verify, str):
         try:
-            return ssl.create_default_context(cafile=verify)
+            ctx.load_verify_locations(cafile=verify)
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(
                 f"cannot read the CA file {verify!r} ({exc}); give the Client the path of a PEM CA "
                 "bundle (ca_file=..., $VOLLEY_CA_FILE or ca_file in config.json)"
             ) from exc
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if not bundle:
-        try:
-            import certifi
-
-            bundle = certifi.where()
-        except ImportError:  # the system's trust store, then
-            bundle = None
-    return ssl.create_default_context(cafile=bundle)
+    return ctx
 
 
 def _dropped(conn: http.client.HTTPConnection) -> bool:
@@ -147,7 +156,7 @@ class _Pool:
         self.host = url.hostname or "localhost"
         self.port = url.port or (443 if self.https else 80)
         self.timeout = timeout
-        self._ctx = _tls_context(verify) if self.https else None
+        self.context = tls_context(verify) if self.https else None
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
 
@@ -162,7 +171,7 @@ class _Pool:
                 return conn, True
             conn.close()
         if self.https:
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self._ctx)
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.context)
         else:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         conn.connect()
@@ -181,6 +190,23 @@ class _Pool:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+def _adapter_trusting(ctx: ssl.SSLContext) -> Any:
+    """A requests adapter whose https connections, direct or through a proxy, verify with
+    ``ctx``."""
+    from requests.adapters import HTTPAdapter
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["ssl_context"] = ctx
+            super().init_poolmanager(*args, **kwargs)
+
+        def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+            proxy_kwargs["ssl_context"] = ctx
+            return super().proxy_manager_for(proxy, **proxy_kwargs)
+
+    return Adapter()
 
 
 class ApiSession:
@@ -205,7 +231,11 @@ class ApiSession:
             import requests
 
             self._requests = requests.Session()
-            self._requests.verify = verify
+            if verify is False:
+                self._requests.verify = False
+            elif self._pool.context is not None:
+                # requests' own verify=<file> would trust that file alone
+                self._requests.mount("https://", _adapter_trusting(self._pool.context))
 
     def _auth_header(self) -> str | None:
         if self.authorizer is not None:
