@@ -119,3 +119,31 @@ def test_unmatched_results_are_bounded_and_a_late_future_is_still_resolved(monke
     kept = ComputeFuture(ids[4])
     w.watch([kept])  # a result still held resolves at once, without asking
     assert kept.result(timeout=5) == ids[4][-1] and len(asked) == 1
+
+
+def test_a_busy_service_during_a_check_of_a_quiet_stream_costs_the_stream_nothing(monkeypatch) -> None:
+    """The checks the watcher thread makes between waits (results let go, a quiet stream) meet a
+    503 from a busy database or a restarting service: they are made again later, and nothing
+    reaches the consume loop, which would take it for a lost broker and drop the stream."""
+    from volley.sdk.http import ComputeAPIError
+
+    calls: list[list[str]] = []
+
+    class Busy(Unreachable):
+        class _api:
+            @staticmethod
+            def post(path: str, json: dict, **_: object) -> dict:
+                calls.append(list(json["task_ids"]))
+                raise ComputeAPIError(503, "DATABASE_UNAVAILABLE", "the database is busy")
+
+    w = W.ResultWatcher(str(uuid.uuid4()), Busy(), transport="python", port=None)
+    quiet, late = ComputeFuture(str(uuid.uuid4())), ComputeFuture(str(uuid.uuid4()))
+    w.watch([quiet])
+    w._lookup.append(str(late.task_id))
+    w._after_wait(None)  # raised ConnectionError before
+    assert calls == [[late.task_id]] and w._lookup == [late.task_id]  # kept, to ask again
+    w._lookup.clear()
+    w._next_check = 0.0
+    w._after_wait(None)  # the quiet check
+    assert calls[-1] == [quiet.task_id]
+    assert not quiet.done() and w._next_check > 0

@@ -146,6 +146,7 @@ class ResultWatcher(threading.Thread):
         self._warned_unreachable = False
         self._warned_shared = False
         self._poller: threading.Thread | None = None
+        self._poll_lock = threading.Lock()
         self._poll_wake = threading.Event()
         self._stopped = threading.Event()
         self._last_delivery = 0.0
@@ -259,10 +260,11 @@ class ResultWatcher(threading.Thread):
                     # Results come from the service until this watcher can take it over.
                     if not self._warned_shared:
                         self._warned_shared = True
-                        log.info("task group %s: another watcher (a second process, or a Client "
-                                 "spelling the service address differently) reads its result "
-                                 "stream; this one fetches its results from the service",
-                                 self.task_group_id)
+                        log.info("task group %s: another consumer holds its result stream (a "
+                                 "second process, a Client spelling the service address "
+                                 "differently, or this process's previous connection, which the "
+                                 "broker has not yet noticed is gone); results are fetched from "
+                                 "the service until the stream is free", self.task_group_id)
                     self._start_polling()
                     until = time.monotonic() + retry
                     while time.monotonic() < until:
@@ -290,8 +292,9 @@ class ResultWatcher(threading.Thread):
                 raise
 
     def _connected(self, _consumer: Any, reconnected: bool) -> None:
-        polled = self.mode == "poll"
-        self.mode = "stream"
+        with self._poll_lock:
+            polled = self.mode == "poll"
+            self.mode = "stream"
         self._ever_streamed = True
         self._poll_wake.set()  # the poller ends
         now = time.monotonic()
@@ -309,10 +312,19 @@ class ResultWatcher(threading.Thread):
                             "after the outage", self.task_group_id, done, len(waiting))
 
     def _after_wait(self, _consumer: Any) -> None:
+        # The service calls here must not cost the stream: a service that is busy or away (a
+        # 503, a restart) is asked again later, and the stream goes on meanwhile.
         if self._lookup:
             with self._lock:
                 ids, self._lookup = self._lookup, []
-            self._from_service(ids)
+            try:
+                self._from_service(ids)
+            except ConnectionError as exc:
+                log.debug("task group %s: looking up results at the service failed: %s", self.task_group_id, exc)
+                with self._lock:
+                    self._lookup.extend(ids)
+                self._next_check = time.monotonic() + QUIET_S  # and not before then
+                return
         now = time.monotonic()
         if now >= self._next_check and now - self._last_delivery >= QUIET_S and self._open:
             # A quiet stream while futures wait: ask the service whether any completed.  A full
@@ -320,7 +332,12 @@ class ResultWatcher(threading.Thread):
             # another consumer of the queue (an upstream SDK); either way it would never come.
             with self._lock:
                 waiting = list(self._open)
-            found = self._from_service(waiting)
+            try:
+                found = self._from_service(waiting)
+            except ConnectionError as exc:
+                log.debug("task group %s: checking open futures at the service failed: %s", self.task_group_id, exc)
+                self._next_check = time.monotonic() + self._check_every
+                return
             if found:
                 log.warning("task group %s: %d of %d awaited results were complete at the service "
                             "but never came on the result stream (a full result queue drops its "
@@ -330,12 +347,14 @@ class ResultWatcher(threading.Thread):
 
     # --- results from the service, while the stream is not this watcher's -------------------------
     def _start_polling(self) -> None:
-        self.mode = "poll"
-        poller = self._poller
-        if poller is None or not poller.is_alive():
-            self._poll_wake.clear()
-            self._poller = threading.Thread(target=self._poll, name=f"{self.name}-poll", daemon=True)
-            self._poller.start()
+        # under the lock the poller decides to end under: it either sees "poll" and goes on, or
+        # has ended and cleared its slot, and a new one starts
+        with self._poll_lock:
+            self.mode = "poll"
+            if self._poller is None:
+                self._poll_wake.clear()
+                self._poller = threading.Thread(target=self._poll, name=f"{self.name}-poll", daemon=True)
+                self._poller.start()
 
     def _poll(self) -> None:
         """Resolve open futures from the service until the stream is this watcher's again."""
@@ -344,10 +363,11 @@ class ResultWatcher(threading.Thread):
             if self._poll_wake.wait(interval):
                 self._poll_wake.clear()
                 interval = POLL_FIRST_S  # new futures: ask soon, not at once (submit bursts)
-                if self._stopped.wait(POLL_FIRST_S):
+                self._stopped.wait(POLL_FIRST_S)
+            with self._poll_lock:
+                if self._stopped.is_set() or self.mode != "poll":
+                    self._poller = None
                     return
-            if self._stopped.is_set() or self.mode != "poll":
-                return
             with self._lock:
                 waiting = list(self._open)
             if not waiting:
