@@ -24,6 +24,9 @@ GUARANTEES: list[tuple[str, str, str]] = [
      "a stream quiet for 10 s with futures open is checked against the service; the dropped "
      "results resolve",
      "tests/test_result_stream_sharing.py::test_results_dropped_by_a_full_result_queue_reach_a_connected_watcher"),
+    ("the service answers 503 to a check the watcher makes between waits",
+     "the check is made again later; the stream stays up",
+     "tests/test_watcher.py::test_a_busy_service_during_a_check_of_a_quiet_stream_costs_the_stream_nothing"),
     ("a result is read over REST (after an outage, while polling, in `reload_tasks`)",
      "it resolves exactly as on the stream: cancelled stays cancelled, the error code decides "
      "what `retry_on` retries",
