@@ -1,10 +1,14 @@
 """The SDK accepts results only from the service: a tenant cannot put a payload of its making
 into another tenant's result queue and have the victim's client deserialize it.
 
-In shared-credential mode (no management API) every tenant and endpoint gets the same broker
+In shared-credential mode (no management API) the user and every endpoint get the same broker
 user, whose permissions the operator sets; when they allow publishing on the default exchange,
-a tenant can publish a dill payload straight into another tenant's SDK queue, and unpickling it
-runs the tenant's code in the victim's process.  The service's result router stamps every
+whoever holds those credentials (an endpoint's host, a leaked configuration) can publish a dill
+payload straight into the user's SDK queue, and unpickling it runs their code in the user's
+process.  The mode serves one user: with a second, the shared user could also publish a result
+under the first's endpoints' routing keys, which the router would forward as the service, so a
+service in shared mode does not start on a database of two users, and no second user's token is
+made.  The service's result router stamps every
 message it forwards with the AMQP ``user_id`` of its own broker user (RabbitMQ refuses a
 ``user_id`` other than the publishing connection's), the service names that user in its
 ``/v2/get_amqp_result_connection_url`` answer, and the watcher dead-letters, without
@@ -14,7 +18,11 @@ a real broker and a real Executor, on both transports.
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,12 +106,11 @@ def test_a_result_forged_into_another_tenants_queue_is_refused_unread(
     with served(settings) as (url, state):
         with state.sessions() as s:
             alice_id, alice_token = create_token(s, "alice")
-            _mallory_id, mallory_token = create_token(s, "mallory")
         alice = Client(service_url=url, token=alice_token, ca_file=info.ca_file)
-        mallory = Client(service_url=url, token=mallory_token, ca_file=info.ca_file)
-        # shared-credential mode: the attacker holds the very credentials the victim uses
-        assert mallory.get_result_amqp_url()["connection_url"] == alice.get_result_amqp_url()["connection_url"]
         reg = alice.register_endpoint("alice-ep")
+        # shared-credential mode: whoever holds an endpoint's credentials (a config file on a
+        # shared cluster) holds the very credentials the client reads its results with
+        assert reg["result_queue_info"]["connection_url"] == alice.get_result_amqp_url()["connection_url"] == tenants_url
         with Executor(endpoint_id=reg["endpoint_id"], client=alice, transport=transport) as ex:
             fut = ex.submit(_identity, 5)
             task_id = wait_for(lambda: fut.task_id, what="the task id")
@@ -168,3 +175,107 @@ def test_shared_mode_refuses_to_hand_tenants_the_services_own_broker_user(public
                                    public_broker_url="amqps://broker.example:5671/%2F")
     with pytest.raises(SettingsError, match=r"public_broker_url .*user .*other than .*broker_url"):
         BrokerCredentials.check(settings)
+
+
+def _volley(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+
+
+def _answers(port: int) -> bool:
+    import requests
+
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/v2/version", timeout=2).ok
+    except requests.ConnectionError:
+        return False
+
+
+def _user_names(database_url: str) -> list[str]:
+    from sqlalchemy import select
+
+    from volley.service.db import database_session
+    from volley.service.models import User
+
+    with database_session(database_url) as s:
+        return sorted(s.scalars(select(User.name)))
+
+
+def test_shared_mode_refuses_to_start_on_a_database_of_two_users(
+    shared_user: tuple[Broker, str, str], fresh_db: str, tmp_path: Path
+) -> None:
+    """Every tenant of shared-credential mode logs in as one broker user, which may publish a
+    result under any endpoint's routing key for the router to forward as the service: so the
+    mode serves one user, and a service asked to serve two in it does not start."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # starlette asks for httpx2 instead of httpx; the TestClient works with either
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from volley.local.ports import free_port
+    from volley.service.app import create_app
+    from volley.service.auth import issue_token
+
+    broker, tenants_user, tenants_password = shared_user
+    database_url = fresh_db
+    port = free_port()
+    issue_token(database_url, "alice")
+    issue_token(database_url, "bob")
+    config = tmp_path / "service.json"
+    config.write_text(json.dumps({
+        "database_url": database_url, "broker_url": broker.admin_url, "ca_file": broker.info.ca_file,
+        "public_broker_url": shared_url(broker, tenants_user, tenants_password), "port": port,
+    }))
+    proc = subprocess.Popen([sys.executable, "-m", "volley.service", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    try:
+        wait_for(lambda: proc.poll() is not None or _answers(port), what="the service to exit or answer")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _out, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 2, f"the service started in shared mode with two users:\n{stderr}"
+    assert "Traceback" not in stderr, stderr
+    assert "one user" in stderr and "'alice'" in stderr and "'bob'" in stderr, stderr
+    assert "broker_management_url" in stderr, stderr
+
+    settings = ServiceSettings(database_url=database_url, broker_url=broker.admin_url, ca_file=broker.info.ca_file,
+                               public_broker_url=shared_url(broker, tenants_user, tenants_password))
+    with pytest.raises(SettingsError, match=r"one user.*broker_management_url"):
+        with TestClient(create_app(settings)):  # an app embedded by other means refuses too
+            pass
+    assert _user_names(database_url) == ["alice", "bob"]
+
+
+def test_shared_mode_refuses_a_token_for_a_second_user_and_keeps_serving_the_first(
+    shared_user: tuple[Broker, str, str], fresh_db: str, tmp_path: Path
+) -> None:
+    from volley import Client
+    from volley.service.auth import create_token
+
+    broker, tenants_user, tenants_password = shared_user
+    database_url = fresh_db
+    settings = ServiceSettings(database_url=database_url, broker_url=broker.admin_url, ca_file=broker.info.ca_file,
+                               public_broker_url=shared_url(broker, tenants_user, tenants_password))
+    with served(settings) as (url, state):
+        first = _volley("volley.cli", "token", "create", "--user", "alice", "--database-url", database_url)
+        assert first.returncode == 0, first.stderr
+        again = _volley("volley.cli", "token", "create", "--user", "alice", "--database-url", database_url)
+        assert again.returncode == 0, again.stderr
+
+        second = _volley("volley.cli", "token", "create", "--user", "bob", "--database-url", database_url)
+        assert second.returncode != 0 and "Traceback" not in second.stderr, second.stderr
+        assert "one user" in second.stderr and "'alice'" in second.stderr, second.stderr
+        assert "broker_management_url" in second.stderr, second.stderr
+        with state.sessions() as s:
+            with pytest.raises(SettingsError, match=r"one user.*broker_management_url"):
+                create_token(s, "carol")
+        assert _user_names(database_url) == ["alice"]
+
+        # the one user goes on as before, with either of its tokens
+        for token in (first.stdout.strip(), again.stdout.strip()):
+            client = Client(service_url=url, token=token, ca_file=broker.info.ca_file)
+            assert tenants_user in client.get_result_amqp_url()["connection_url"]

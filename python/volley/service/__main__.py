@@ -9,7 +9,8 @@ import uvicorn
 
 from volley.logfiles import configure_logging
 from volley.service.app import create_app
-from volley.service.db import DatabaseError
+from volley.service.credentials import record_broker_mode
+from volley.service.db import DatabaseError, database_session
 from volley.service.settings import ServiceSettings, SettingsError
 
 
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.database_url:
             settings.database_url = args.database_url
         app = create_app(settings)
+        # the app checks this at its start too, but a refusal there is a traceback from uvicorn
+        with database_session(settings.database_url) as session:
+            record_broker_mode(session, settings)
     except (SettingsError, DatabaseError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

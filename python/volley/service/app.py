@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from volley.service.auth import TokenCache
-from volley.service.credentials import BrokerCredentials
+from volley.service.credentials import BrokerCredentials, record_broker_mode
 from volley.service.db import init_db, make_engine
 from volley.service.errors import ApiError, install_error_handlers
 from volley.service.expiry import Purger
@@ -38,6 +38,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
         sessions = init_db(engine)
+        with sessions() as session:
+            record_broker_mode(session, settings)
         gateway = BrokerGateway(
             settings.broker_url, ca_file=settings.ca_file, transport=settings.transport,
             sdk_queue_ttl_s=settings.task_ttl_s, limits=QueueLimits.of(settings),

@@ -23,8 +23,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from volley.service.credentials import check_new_user
 from volley.service.db import database_session
 from volley.service.models import Token, User
+from volley.service.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,8 @@ def token_id(token_hash: str) -> str:
 
 def create_token(session: Session, user_name: str, *, ttl_s: float = DEFAULT_TOKEN_TTL_S) -> tuple[str, str]:
     """Create (or reuse) user ``user_name`` and give it a new token valid for ``ttl_s``
-    seconds (0: no expiry of its own); return (user_id, token)."""
+    seconds (0: no expiry of its own); return (user_id, token).  Raises
+    :class:`SettingsError` for a second user of a service in shared-credential mode."""
     user_name = user_name.strip()
     if not user_name or len(user_name) > 255:
         raise ValueError("a user name must be 1 to 255 characters long")
@@ -56,6 +59,11 @@ def create_token(session: Session, user_name: str, *, ttl_s: float = DEFAULT_TOK
         user = User(name=user_name)
         session.add(user)
         session.flush()
+        try:
+            check_new_user(session, user_name)
+        except SettingsError:
+            session.rollback()
+            raise
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = time.time()
     session.add(Token(token_hash=hash_token(token), user_id=user.id, created_at=now,

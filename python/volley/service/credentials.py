@@ -23,6 +23,12 @@ Results reach an SDK only from the service: the router publishes to SDK queues w
 RabbitMQ lets no other connection claim, and the SDK refuses deliveries without it.  That holds
 only while no client logs in as that user, so shared-credential mode (one broker user for every
 tenant) must hand out a user other than the service's.
+
+Shared-credential mode serves one user.  Its one broker user may publish under every endpoint's
+routing key, so a second user holding it could send the first a result that the router stores
+and forwards as the service, and the first's client would deserialize it.  A service in that
+mode therefore does not start on a database of two users (:func:`record_broker_mode`), and no
+second user is made while the database says a service runs in it (:func:`check_new_user`).
 """
 
 from __future__ import annotations
@@ -34,16 +40,74 @@ import logging
 import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
 from volley.protocol import topology as topo
 from volley.service.broker_admin import ManagementApi
+from volley.service.models import BrokerMode, User
 from volley.service.settings import ServiceSettings, SettingsError
 
 log = logging.getLogger(__name__)
 
 NOTHING = "^$"  # a RabbitMQ permission pattern that matches no resource name
+
+ONE_TENANT = (
+    "shared-credential mode (no broker_management_url) serves one user: every user and endpoint "
+    "gets the same broker credentials (public_broker_url), with which one user can send another "
+    "a result that runs code in their client"
+)
+PER_TENANT_FIX = (
+    "set broker_management_url (the broker's management API, e.g. https://broker:15671) so "
+    "that each user and endpoint gets a broker user of its own"
+)
+_MODE_ROW = 1
+_NAMES_SHOWN = 5
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(repr(n) for n in names[:_NAMES_SHOWN]) + (", ..." if len(names) > _NAMES_SHOWN else "")
+
+
+def record_broker_mode(session: Session, settings: ServiceSettings) -> None:
+    """Note in the database whether the service shares broker credentials; raise
+    :class:`SettingsError` if it does and the database holds more than one user."""
+    shared = settings.shared_broker_credentials
+    # the UPDATE comes first: it takes the lock (SQLite's write lock, the row's on PostgreSQL)
+    # that check_new_user takes too, so no user is added between the count and the commit
+    session.execute(update(BrokerMode).where(BrokerMode.id == _MODE_ROW)
+                    .values(shared=shared, recorded_at=time.time()))
+    users = session.scalar(select(func.count()).select_from(User)) or 0
+    if shared and users > 1:
+        names = list(session.scalars(select(User.name).order_by(User.created_at).limit(_NAMES_SHOWN + 1)))
+        session.rollback()
+        raise SettingsError(
+            f"{ONE_TENANT}, and the database holds {users} users ({_names(names)}); "
+            f"{PER_TENANT_FIX}, or serve each user from a service and database of its own"
+        )
+    session.commit()
+
+
+def check_new_user(session: Session, user_name: str) -> None:
+    """Raise :class:`SettingsError` if the database's service shares broker credentials and
+    user ``user_name``, just added (flushed, not committed), is not its only user."""
+    # FOR UPDATE waits for a service recording its mode (PostgreSQL); on SQLite the new user's
+    # INSERT already holds the write lock, so the count below sees every committed user
+    shared = session.scalar(select(BrokerMode.shared).where(BrokerMode.id == _MODE_ROW).with_for_update())
+    if not shared:
+        return
+    others = list(session.scalars(select(User.name).where(User.name != user_name)
+                                  .order_by(User.created_at).limit(_NAMES_SHOWN + 1)))
+    if others:
+        raise SettingsError(
+            f"cannot create user {user_name!r}: {ONE_TENANT}, and the database holds user(s) "
+            f"{_names(others)} already; {PER_TENANT_FIX}, then restart the service; or create "
+            f"the token for {others[0]!r}"
+        )
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,17 @@ class User(Base):
     broker_salt: Mapped[str] = mapped_column(String(32), default="", server_default="")
 
 
+class BrokerMode(Base):
+    """One row (id 1): how a service last started on this database.  Shared-credential mode
+    serves one user, and token creation, which may run outside the service, reads it here."""
+
+    __tablename__ = "broker_mode"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # True: no management API, every tenant gets public_broker_url; None: no service started yet
+    shared: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    recorded_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
 class Token(Base):
     __tablename__ = "tokens"
     # sha256 of the bearer token; the token itself is never stored
