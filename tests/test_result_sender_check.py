@@ -279,3 +279,54 @@ def test_shared_mode_refuses_a_token_for_a_second_user_and_keeps_serving_the_fir
         for token in (first.stdout.strip(), again.stdout.strip()):
             client = Client(service_url=url, token=token, ca_file=broker.info.ca_file)
             assert tenants_user in client.get_result_amqp_url()["connection_url"]
+
+
+def test_two_users_asked_for_at_once_in_shared_mode_make_one(pg_databases: Any) -> None:
+    """Two `volley token create` for two new users at once, on a database whose service runs
+    in shared-credential mode: they wait for each other (the broker_mode row's lock), so one
+    user is made and the other is refused naming the first, never both.  PostgreSQL, whose
+    transactions run side by side (SQLite's writers queue on the database's write lock)."""
+    from sqlalchemy import text, update
+
+    from volley.service.credentials import record_broker_mode
+    from volley.service.db import database_session, make_engine
+    from volley.service.models import BrokerMode
+
+    database_url = pg_databases.create()
+    with database_session(database_url) as s:
+        record_broker_mode(s, ServiceSettings(broker_url="amqps://svc:pw@broker.example:5671/%2F",
+                                              public_broker_url="amqps://tenants:pw@broker.example:5671/%2F"))
+    engine = make_engine(database_url)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        with engine.connect() as conn:
+            # a service recording its mode holds this lock: both creations must queue behind it
+            conn.execute(update(BrokerMode).where(BrokerMode.id == 1).values(recorded_at=time.time()))
+            for name in ("bob", "carol"):
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "volley.cli", "token", "create", "--user", name,
+                     "--database-url", database_url],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+            with engine.connect() as watcher:
+                def both_wait() -> bool:
+                    assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+                    waiting = watcher.scalar(text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock'"))
+                    watcher.rollback()
+                    return waiting == 2
+                wait_for(both_wait, what="both token creations to wait for the broker_mode lock")
+            conn.rollback()
+        outcomes = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        engine.dispose()
+    codes = sorted(p.returncode for p in procs)
+    assert codes[0] == 0 and codes[1] != 0, outcomes
+    made = _user_names(database_url)
+    assert len(made) == 1, made
+    refused = next(err for (_out, err), p in zip(outcomes, procs, strict=True) if p.returncode)
+    assert "one user" in refused and repr(made[0]) in refused and "Traceback" not in refused, refused
