@@ -24,7 +24,8 @@ class ServiceSettings:
     # broker_url); through it the service gives each user and endpoint its own broker user
     broker_management_url: str | None = None
     # where clients reach the broker (scheme, host, port, vhost, query); defaults to broker_url.
-    # Without a management API its credentials are handed to everyone: shared-credential mode.
+    # Without a management API its credentials are handed to everyone: shared-credential mode,
+    # which serves one user (a service in it does not start on a database of two)
     public_broker_url: str | None = None
     # key from which per-principal broker passwords are derived (HMAC); required with a
     # management API, and identical on every service process that shares one broker
