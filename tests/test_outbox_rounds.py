@@ -268,3 +268,143 @@ def test_the_sdk_waits_out_a_full_outbox_and_its_submission_goes_through(
         with state.sessions() as s:
             stored = list(s.scalars(sa.select(Task.id).where(Task.owner_id == uid)))
         assert sorted(taken) == sorted(stored) and len(stored) == 8  # each once
+
+
+# --- a blocked endpoint's backlog costs a round nothing -------------------------------------------
+BLOCKED_K = 10 * PAGE  # tasks waiting for one endpoint whose task queue is full
+
+
+class QueryCost:
+    """What the database says each of the outbox thread's reads of ``tasks`` cost, asked on the
+    same connection just before the read runs: PostgreSQL's ``EXPLAIN (ANALYZE, BUFFERS)`` rows
+    (returned, and walked then filtered out), SQLite's ``EXPLAIN QUERY PLAN`` (it counts nothing)."""
+
+    def __init__(self, watch: RoundWatch, backend: str) -> None:
+        self.watch, self.backend = watch, backend
+        self.rows: Counter[int] = Counter()
+        self.indexes: set[str] = set()
+        self.plans: dict[int, list[tuple[str, list[str]]]] = {}
+
+    def _sql(self, _conn: Any, cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        r = self.watch._round()
+        if r is None or not statement.lstrip().upper().startswith(("SELECT", "WITH")) or "tasks" not in statement:
+            return
+        cur = cursor.connection.cursor()
+        try:
+            if self.backend == "postgresql":
+                cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, parameters)
+                plan = cur.fetchone()[0][0]["Plan"]
+                self.rows[r] += _rows_touched(plan)
+                self.indexes.update(_ways_in(plan))
+            else:
+                cur.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+                self.plans.setdefault(r, []).append((statement, [row[3] for row in cur.fetchall()]))
+        finally:
+            cur.close()
+
+    def __enter__(self) -> QueryCost:
+        sa.event.listen(self.watch.engine, "before_cursor_execute", self._sql)
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        sa.event.remove(self.watch.engine, "before_cursor_execute", self._sql)
+
+
+def _scans(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The plan's reads of ``tasks`` (a bitmap's index part is counted by its heap part)."""
+    if node.get("Relation Name") == "tasks":
+        yield node
+    for child in node.get("Plans", []):
+        yield from _scans(child)
+
+
+def _ways_in(node: dict[str, Any]) -> Iterator[str]:
+    """The indexes a plan reads tasks through ("Seq Scan" for a read of the whole table)."""
+    if node.get("Index Name"):
+        yield node["Index Name"]
+    elif node.get("Relation Name") == "tasks" and node["Node Type"] == "Seq Scan":
+        yield "Seq Scan"
+    for child in node.get("Plans", []):
+        yield from _ways_in(child)
+
+
+def _rows_touched(plan: dict[str, Any]) -> int:
+    """Rows of tasks the plan's scans returned, or read and threw away, over all their loops."""
+    return sum(int((n.get("Actual Rows", 0) + n.get("Rows Removed by Filter", 0)
+                    + n.get("Rows Removed by Index Recheck", 0)) * n.get("Actual Loops", 1)) for n in _scans(plan))
+
+
+# a read of tasks bounded by what it looks for: a range of one endpoint's outbox entries (the
+# distinct-endpoint step ``endpoint_id>?`` is a LIMIT 1 probe), or tasks by id
+_BOUNDED = ("USING INDEX ix_tasks_unpublished_endpoint (endpoint_id=?",
+            "USING COVERING INDEX ix_tasks_unpublished_endpoint (endpoint_id=?",
+            "USING INDEX ix_tasks_unpublished_endpoint (endpoint_id>?)",
+            "USING COVERING INDEX ix_tasks_unpublished_endpoint (endpoint_id>?)",
+            "USING INDEX sqlite_autoindex_tasks_1 (id=?)")
+HISTORY = 10  # finished tasks of the blocked endpoint per waiting one
+
+
+def _add_history(svc: Service, endpoint_id: str) -> None:
+    """Give the blocked endpoint HISTORY finished tasks per waiting one, as a service's table
+    holds (results are kept for days), and let PostgreSQL's statistics see the table as its
+    autovacuum would: plans then are those of a service that has run a while."""
+    new_id = "gen_random_uuid()::text" if svc.backend == "postgresql" else "lower(hex(randomblob(16)))"
+    copies = ("generate_series(1, :n) AS n" if svc.backend == "postgresql"
+              else "(WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < :n) SELECT i FROM c)")
+    with svc.state.sessions() as s:
+        s.execute(sa.text(
+            "INSERT INTO tasks (id, owner_id, task_group_id, endpoint_id, function_id, status, forwarded,"
+            " created_at, updated_at, completion_t, submission_id, published)"
+            f" SELECT {new_id}, owner_id, task_group_id, endpoint_id, function_id, 'success', :yes,"
+            f" created_at - 3600, updated_at, created_at - 3500, submission_id, :yes FROM tasks, {copies}"
+            " WHERE endpoint_id = :ep AND published = :no"), {"n": HISTORY, "ep": endpoint_id, "yes": True, "no": False})
+        s.commit()
+    if svc.backend == "postgresql":
+        with svc.state.sessions.kw["bind"].connect() as conn:
+            conn.exec_driver_sql("ANALYZE tasks")
+            conn.commit()
+
+
+def test_a_blocked_endpoints_backlog_is_not_walked_by_every_round(
+    broker_host: BrokerHost, fresh_db: str
+) -> None:
+    """One endpoint's task queue is full with BLOCKED_K tasks waiting for it; another's task is in
+    the outbox too.  Every round publishes the other's task and reads O(batch) rows of ``tasks``,
+    not the blocked backlog: by PostgreSQL's own row counts, and on SQLite by a plan that searches
+    tasks only by endpoint or id."""
+    backend = backend_of(fresh_db)
+    broker = broker_host.new_vhost()
+    with contextmanager(start_service)(broker, fresh_db, backend, task_queue_max_length=1) as svc:
+        alice = svc.new_user()
+        fid = svc.register_function(alice)
+        blocked, free = (svc.register_endpoint(alice)["endpoint_id"] for _ in range(2))
+        svc.submit(alice, blocked, fid, (0,), create_queue=False)  # fills its queue
+        for _ in range(BLOCKED_K // PAGE):
+            svc.submit(alice, blocked, fid, *[(i,) for i in range(PAGE)], create_queue=False)
+        assert svc.count(Task, endpoint_id=blocked, published=False) == BLOCKED_K
+        (other,) = svc.submit(alice, free, fid, (0,), create_queue=False)["tasks"][fid]
+        svc.broker.drain(f"{free}.tasks")
+        # as if the service had died between its commit and the broker's confirm
+        with svc.state.sessions() as s:
+            s.execute(sa.update(Task).where(Task.id == other).values(published=False))
+            s.commit()
+        _backdate(svc, alice.id)
+        _add_history(svc, blocked)
+        with RoundWatch(svc) as watch, QueryCost(watch, backend) as cost:
+            rounds = watch.complete_rounds(4)
+        _assert_small(watch, rounds)
+        assert svc.count(Task, id=other, published=True) == 1
+        assert [p.headers["task_uuid"] for _m, p, _b in svc.broker.drain(f"{free}.tasks")] == [other]
+        assert svc.count(Task, endpoint_id=blocked, published=False) == BLOCKED_K
+        assert svc.count(Task, endpoint_id=blocked) == (HISTORY + 1) * BLOCKED_K + 1
+        if backend == "postgresql":
+            # a round that tries the blocked endpoint reads one batch of it (and its arguments)
+            assert all(cost.rows[r] <= 3 * PAGE for r in rounds), (cost.rows, rounds)
+            # the outbox's own index, or tasks by id: neither walks the blocked backlog nor history
+            assert cost.indexes <= {"ix_tasks_unpublished_endpoint", "tasks_pkey"}, cost.indexes
+        else:
+            for r in rounds:
+                for statement, plan in cost.plans.get(r, []):
+                    searches = [d for d in plan if " tasks " in f"{d} "]
+                    assert searches and all(d.startswith("SEARCH") and any(b in d for b in _BOUNDED)
+                                            for d in searches), (statement, plan)

@@ -153,7 +153,9 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_group_created", "task_group_id", "created_at"),
         # partial indexes stay as small as the outbox and the set of unfinished tasks
-        Index("ix_tasks_unpublished", "created_at",
+        # the outbox, by endpoint and age: a round pages each due endpoint and walks no entry
+        # of an endpoint whose task queue is full
+        Index("ix_tasks_unpublished_endpoint", "endpoint_id", "created_at", "id",
               postgresql_where=text("published = false"), sqlite_where=text("published = 0")),
         # each user's outbox, counted against max_queued_tasks_per_user at every submission
         Index("ix_tasks_unpublished_owner", "owner_id",

@@ -11,12 +11,16 @@ Several service processes may share a database: each publishes the outbox, so a 
 published twice.  That is harmless (execution is at-least-once, the result router dedups by
 task id); losing one is not, so a task leaves the outbox only once the broker confirmed it.
 
-A round takes only what is due, a batch (``PAGE`` tasks) at a time, oldest first, and goes on
-to the next batch only while the broker takes them.  An endpoint whose task queue refused tasks
-(full) is left out of the rounds until its back-off (the shared schedule of
-``volley.transport.reconnect``, from one interval up to ``REFUSED_MAX_S``) is over: a full queue
-with a backlog of thousands of submissions costs one publish attempt per step, not a read of the
-whole backlog and a warning per submission every round.  A round logs one summary line, and a
+A round first finds the endpoints with tasks in the outbox (a loose scan of the outbox index,
+two probes per endpoint), then takes what is due, a batch (``PAGE`` tasks) of each endpoint in
+turn, each endpoint's oldest first and the endpoint waiting longest first, and goes on to an
+endpoint's next batch only while the broker takes them.  An endpoint whose task queue refused
+tasks (full) is left out of the rounds until its back-off (the shared schedule of
+``volley.transport.reconnect``, from one interval up to ``REFUSED_MAX_S``) is over, and since
+each endpoint is paged on its own range of the index, its backlog is not even walked meanwhile:
+a full queue with a backlog of a million tasks costs two index probes a round and one batch and
+one publish attempt per step of its back-off, not a read of the backlog and a warning per
+submission every round.  A round logs one summary line, and a
 stretch of failed rounds (the broker away) one line where it starts and one where it ends.
 """
 
@@ -29,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, and_, false, func, or_, select, update
+from sqlalchemy import Row, Table, false, func, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from volley.protocol import topology as topo
@@ -111,22 +115,43 @@ class Refusals:
         self._until.pop(endpoint_id, None)
 
 
-def _next_page(s: Session, older_than: float, after: tuple[float, str] | None,
-               skip_endpoints: Sequence[str] = ()) -> list[_Waiting]:
-    """The next unpublished tasks in (created_at, id) order, without their arguments, leaving
-    out those of ``skip_endpoints``."""
+def _waiting_endpoints(s: Session) -> list[tuple[str, float]]:
+    """Each endpoint with tasks in the outbox and the creation time of its oldest, the longest
+    waiting first.  A loose scan of ``ix_tasks_unpublished_endpoint``: two index probes per
+    endpoint, however many tasks each holds (a GROUP BY would read every one)."""
+    t = _TASKS.c
+
+    def next_endpoint(after: Any) -> Any:
+        # the order of the outbox index itself, so that the planner takes it: the index of all
+        # tasks by endpoint would walk an endpoint's finished tasks to find an unpublished one
+        return (select(t.endpoint_id).where(t.published == false(), t.endpoint_id > after)
+                .order_by(t.endpoint_id, t.created_at, t.id).limit(1).scalar_subquery())
+
+    # every id sorts after "" (ids are UUIDs): the first probe is a search like the others
+    seed = select(next_endpoint("").label("endpoint_id")).cte("outbox_endpoints", recursive=True)
+    found = seed.union_all(
+        select(next_endpoint(seed.c.endpoint_id).label("endpoint_id")).where(seed.c.endpoint_id.is_not(None))
+    )
+    oldest = (select(t.created_at).where(t.published == false(), t.endpoint_id == found.c.endpoint_id)
+              .order_by(t.created_at).limit(1).scalar_subquery())
+    rows = s.execute(select(found.c.endpoint_id, oldest).where(found.c.endpoint_id.is_not(None)))
+    return sorted(((e, o) for e, o in rows if o is not None), key=lambda r: (r[1], r[0]))
+
+
+def _next_page(s: Session, endpoint_id: str, older_than: float,
+               after: tuple[float, str] | None) -> list[_Waiting]:
+    """The endpoint's next unpublished tasks in (created_at, id) order, without their
+    arguments: a range of ``ix_tasks_unpublished_endpoint``."""
     t = _TASKS.c
     q = (
         select(t.id, t.created_at, t.endpoint_id, t.function_id, t.submission_id, t.status,
                func.coalesce(func.length(t.payload), -1))
-        .where(t.published == false(), t.created_at < older_than)
+        .where(t.published == false(), t.endpoint_id == endpoint_id, t.created_at < older_than)
         .order_by(t.created_at, t.id)
         .limit(PAGE)
     )
-    if skip_endpoints:
-        q = q.where(t.endpoint_id.not_in(list(skip_endpoints)))
     if after is not None:
-        q = q.where(or_(t.created_at > after[0], and_(t.created_at == after[0], t.id > after[1])))
+        q = q.where(tuple_(t.created_at, t.id) > tuple_(*after))
     return [_Waiting(*row) for row in s.execute(q)]
 
 
@@ -175,18 +200,30 @@ class _Round:
         self._codes: dict[str, str] = {}
 
     def run(self, older_than: float) -> int:
-        after: tuple[float, str] | None = None
-        while True:
-            with self.sessions() as s:
-                page = _next_page(s, older_than, after, self.refusals.waiting())
-            if not page:
-                return self.published
-            self.read += len(page)
-            after = (page[-1].created_at, page[-1].id)
-            self._codes.clear()  # bounded by the functions of one page
-            self._handle(page)
-            if len(page) < PAGE:
-                return self.published
+        with self.sessions() as s:
+            waiting = _waiting_endpoints(s)
+        # where each due endpoint's next page starts (None: at its oldest task)
+        cursors: dict[str, tuple[float, str] | None] = {
+            e: None for e, oldest in waiting if oldest < older_than and e not in self.refusals
+        }
+        # a batch of each endpoint in turn, the one waiting longest first: a large backlog that
+        # drains now does not hold up another endpoint's few tasks until the round's end
+        while cursors:
+            for endpoint_id, after in list(cursors.items()):
+                if endpoint_id in self.refusals:  # its queue refused the last batch
+                    del cursors[endpoint_id]
+                    continue
+                with self.sessions() as s:
+                    page = _next_page(s, endpoint_id, older_than, after)
+                self.read += len(page)
+                if len(page) < PAGE:
+                    del cursors[endpoint_id]
+                else:
+                    cursors[endpoint_id] = (page[-1].created_at, page[-1].id)
+                if page:
+                    self._codes.clear()  # bounded by the functions of one page
+                    self._handle(page)
+        return self.published
 
     def _handle(self, page: list[_Waiting]) -> None:
         with self.sessions() as s:
