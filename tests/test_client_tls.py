@@ -150,3 +150,106 @@ def test_the_ca_file_is_trusted_besides_the_default_bundle(
     monkeypatch.setenv("VOLLEY_CA_FILE", svc["broker_ca_file"])
     result = CliRunner().invoke(main, ["tasks", "groups"], env=dict(os.environ))
     assert result.exit_code == 0, result.output
+
+
+class ConnectProxy:
+    """An HTTP proxy on loopback that tunnels CONNECT requests, and counts them."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.tunnels = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True, name="test-proxy").start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _addr = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client: Any) -> None:
+        import socket
+        import threading
+
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = client.recv(4096)
+            if not chunk:
+                client.close()
+                return
+            request += chunk
+        host, port = request.split()[1].decode().rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)))
+        self.tunnels += 1
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        def pipe(src: Any, dst: Any) -> None:
+            try:
+                while chunk := src.recv(65536):
+                    dst.sendall(chunk)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+        pipe(client, upstream)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+@pytest.mark.parametrize("signed_by", ["the CA file", "the default bundle"])
+def test_behind_a_proxy_the_ca_file_is_trusted_besides_the_default_bundle_too(
+    https_service: dict[str, Any], publicly_signed_service: dict[str, Any], no_default_trust: Path,
+    monkeypatch: pytest.MonkeyPatch, signed_by: str,
+) -> None:
+    """Where the environment names a proxy, requests carries the REST calls: it must verify as
+    the SDK's own connections do, trusting both (requests alone lets ``$REQUESTS_CA_BUNDLE``
+    replace a session's ``verify=<file>``)."""
+    from volley import Client
+
+    svc = https_service if signed_by == "the CA file" else publicly_signed_service
+    proxy = ConnectProxy()
+    try:
+        for var in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", publicly_signed_service["default_bundle"])
+        client = Client(service_url=svc["url"], token=svc["token"], ca_file=https_service["ca_file"])
+        fid = client.register_function(_identity)
+        assert client.get_function(fid)["function_uuid"] == fid
+        assert proxy.tunnels >= 1, "the REST calls did not go through the proxy"
+    finally:
+        proxy.close()
+
+
+def test_behind_a_proxy_a_certificate_that_does_not_verify_is_named_at_once(
+    https_service: dict[str, Any], no_default_trust: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """requests wraps the verification failure in errors of its own: still the clear error,
+    not an outage waited out for $VOLLEY_SERVICE_RETRY_FOR."""
+    from volley import Client
+
+    proxy = ConnectProxy()
+    try:
+        for var in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.setenv("VOLLEY_SERVICE_RETRY_FOR", "600")
+        with pytest.raises(ConnectionError, match=r"does not verify .*ca_file="):
+            Client(service_url=https_service["url"], token=https_service["token"])
+        assert proxy.tunnels == 1, "the refused certificate was tried again"
+    finally:
+        proxy.close()

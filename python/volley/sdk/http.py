@@ -300,10 +300,11 @@ class ApiSession:
             try:
                 resp = self._send(method, target, body, headers)
             except (OSError, http.client.HTTPException) as exc:
-                if isinstance(exc, ssl.SSLCertVerificationError):
+                refused = _cert_refused(exc)
+                if refused is not None:
                     raise ConnectionError(
                         f"the Volley service at {self.base_url} presented a certificate that does not "
-                        f"verify ({exc.verify_message}); give the Client its CA file (ca_file=...) or "
+                        f"verify ({refused.verify_message}); give the Client its CA file (ca_file=...) or "
                         "set REQUESTS_CA_BUNDLE"
                     ) from exc
                 if not (repeatable or isinstance(exc, ConnectionRefusedError)):
@@ -360,6 +361,22 @@ class ApiSession:
         self._pool.close()
         if self._requests is not None:
             self._requests.close()
+
+
+def _cert_refused(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind ``exc``, if any: requests (behind a proxy)
+    wraps it in its own errors, which would otherwise be waited out as an outage."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return e
+        todo.extend([e.__cause__, e.__context__, getattr(e, "reason", None), *e.args])
+    return None
 
 
 def _proxy_for(url: str) -> str | None:
