@@ -6,9 +6,6 @@ what ran."""
 
 from __future__ import annotations
 
-import errno
-import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +15,7 @@ import pika
 import pytest
 
 import endpoint_helpers as eh
+from disk_helpers import fill, tiny_tmpfs
 from task_functions import touch, touch_then_wait
 from test_endpoint_lifecycle import _admin_url, _pika_params
 from volley import Client, Executor
@@ -145,32 +143,12 @@ def test_a_cancel_sent_while_the_endpoint_is_down_applies_before_its_first_task(
     eh.wait_for(lambda: _all_cancelled(client, [victim.task_id]), 60, "the victim to be answered cancelled")
 
 
-def _fill(directory: Path) -> None:
-    """Write a filler file until the filesystem refuses more (its name is not the record's)."""
-    with open(directory / "filler", "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 512)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-
-
 @pytest.fixture()
 def small_record_disk(stack: dict[str, Any]) -> Iterator[Path]:
     """The endpoint directory of ep-cancel-full, whose cancelled_tasks/ is a 64 KiB tmpfs."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
     d = eh.configure("ep-cancel-full", ONE_AT_A_TIME)
-    record = d / "cancelled_tasks"
-    record.mkdir(mode=0o700, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(record)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tiny_tmpfs(d / "cancelled_tasks"):
         yield d
-    finally:
-        subprocess.run(["umount", "-l", str(record)], check=False)
 
 
 def test_a_cancel_notice_is_acked_only_once_recorded(small_record_disk: Path, stack: dict[str, Any],
@@ -188,7 +166,7 @@ def test_a_cancel_notice_is_acked_only_once_recorded(small_record_disk: Path, st
         victim = ex.submit(touch, str(marker))
         eh.wait_for(lambda: victim.task_id, 30, "the victim's task id")
         _wait_queued(stack, ep.endpoint_id, 1)
-        _fill(small_record_disk / "cancelled_tasks")
+        fill(small_record_disk / "cancelled_tasks")
         assert client.cancel_task(victim.task_id) == {victim.task_id: "requested"}
         # received and applied: the endpoint answered the victim cancelled
         eh.wait_for(lambda: _all_cancelled(client, [victim.task_id]), 60, "the endpoint to answer the cancel")

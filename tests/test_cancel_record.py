@@ -5,14 +5,13 @@ full disk leaves behind."""
 from __future__ import annotations
 
 import errno
-import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from disk_helpers import tiny_tmpfs
 from volley.endpoint import cancels
 from volley.endpoint.cancels import CancelRecord
 
@@ -71,18 +70,8 @@ def test_the_oldest_are_forgotten_past_the_bound_with_a_warning(tmp_path: Path, 
 
 @pytest.fixture()
 def full_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    d = tmp_path / "c"
-    d.mkdir(mode=0o700)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(d)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tiny_tmpfs(tmp_path / "c") as d:
         yield d
-    finally:
-        subprocess.run(["umount", "-l", str(d)], check=False)
 
 
 def test_a_full_disk_raises_keeps_the_ids_in_memory_and_leaves_no_half_line(full_disk: Path) -> None:

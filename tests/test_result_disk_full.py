@@ -5,9 +5,6 @@ endpoint's ``unacked_results/`` and filled up."""
 
 from __future__ import annotations
 
-import errno
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +13,7 @@ import pika
 import pytest
 
 import endpoint_helpers as eh
+from disk_helpers import fill, tiny_tmpfs
 from test_endpoint_lifecycle import FAST, _admin_url, _pika_params, slow_task
 from volley import Executor
 from volley.protocol import topology as topo
@@ -23,37 +21,13 @@ from volley.protocol import topology as topo
 NAME = "ep-disk-full"
 
 
-def _fill(directory: Path) -> None:
-    """Write a filler file until the filesystem refuses more.  Its name ends like a temporary
-    file, which the result store never takes for a stored result."""
-    with open(directory / "filler.tmp", "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-    with pytest.raises(OSError) as full:
-        (directory / "probe").write_bytes(b"x" * 1024)
-    assert full.value.errno == errno.ENOSPC
-
-
 @pytest.fixture()
 def full_spool(stack: dict[str, Any]) -> Iterator[Path]:
     """The endpoint directory of NAME, whose unacked_results/ is a 64 KiB tmpfs (filled by
     the test once the endpoint is up)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
     d = eh.configure(NAME, "engine: {type: ThreadPoolEngine, max_workers: 2}\n" + FAST)
-    spool = d / "unacked_results"
-    spool.mkdir(mode=0o700, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(spool)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tiny_tmpfs(d / "unacked_results"):
         yield d
-    finally:
-        subprocess.run(["umount", "-l", str(spool)], check=False)
 
 
 def test_result_refused_with_disk_full_arrives_once_the_broker_accepts(full_spool: Path,
@@ -67,7 +41,7 @@ def test_result_refused_with_disk_full_arrives_once_the_broker_accepts(full_spoo
     ch = conn.channel()
     ex = Executor(endpoint_id=ep.endpoint_id)
     try:
-        _fill(spool)
+        fill(spool, "filler.tmp")  # ends like a temporary file, which the store never takes for a result
         # the broker now refuses every result (unroutable + mandatory)
         ch.queue_unbind(topo.RESULTS_QUEUE, topo.RESULTS_EXCHANGE, "*.results")
         futs = [ex.submit(slow_task, i, str(markers), 0.0) for i in range(3)]
