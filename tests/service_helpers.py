@@ -269,6 +269,18 @@ def endpoint_publish_batch(svc: Service, reg: dict[str, Any], bodies: list[bytes
     return body
 
 
+def tenant_with_tasks(svc: Service, n: int, **submit: Any) -> tuple[User, dict[str, Any], dict[str, Any], list[str]]:
+    """A new user with a function and an endpoint, and ``n`` tasks submitted to it and taken off
+    its task queue (as if its endpoint had received them): (user, registration, submit answer,
+    task ids)."""
+    user = svc.new_user()
+    fid = svc.register_function(user)
+    reg = svc.register_endpoint(user)
+    out = svc.submit(user, reg["endpoint_id"], fid, *[(i,) for i in range(n)], **submit)
+    svc.broker.drain(f"{reg['endpoint_id']}.tasks")
+    return user, reg, out, out["tasks"][fid]
+
+
 def sdk_queue(user: User, task_group_id: str) -> str:
     return topo.sdk_queue_prefix(user.id) + task_group_id
 

@@ -21,6 +21,7 @@ from service_helpers import (
     result_body,
     sdk_queue,
     serializer,
+    tenant_with_tasks,
     wait_for,
 )
 from volley.protocol.messages import decode
@@ -28,15 +29,6 @@ from volley.service.expiry import purge_expired, purge_submissions
 from volley.service.models import Submission, Task
 
 pytest_plugins = ["service_fixtures"]
-
-
-def _setup(svc: Service, n: int) -> tuple[User, dict[str, Any], dict[str, Any], list[str]]:
-    alice = svc.new_user()
-    fid = svc.register_function(alice)
-    reg = svc.register_endpoint(alice)
-    out = svc.submit(alice, reg["endpoint_id"], fid, *[(i,) for i in range(n)])
-    svc.broker.drain(f"{reg['endpoint_id']}.tasks")
-    return alice, reg, out, out["tasks"][fid]
 
 
 def _complete(svc: Service, user: User, reg: dict[str, Any], task_id: str, value: Any) -> None:
@@ -58,7 +50,7 @@ def _age(svc: Service, task_ids: list[str], by: float, *, completed: bool) -> No
 
 def test_an_unfinished_task_older_than_the_ttl_is_kept_served_and_completed(svc: Service) -> None:
     ttl = svc.state.settings.task_ttl_s
-    alice, reg, out, (waiting, done_long_ago, done_lately) = _setup(svc, 3)
+    alice, reg, out, (waiting, done_long_ago, done_lately) = tenant_with_tasks(svc, 3)
     _complete(svc, alice, reg, done_long_ago, 1)
     _complete(svc, alice, reg, done_lately, 2)
     svc.broker.drain(sdk_queue(alice, out["task_group_id"]))
@@ -93,7 +85,7 @@ def test_a_submission_whose_task_is_unfinished_outlives_the_ttl(svc: Service) ->
     """The outbox (and a restore of a lost task queue) rebuilds an unfinished task's message
     with its submission's headers: the submission stays until the task is finished."""
     ttl = svc.state.settings.task_ttl_s
-    alice, reg, _out, (t1,) = _setup(svc, 1)
+    alice, reg, _out, (t1,) = tenant_with_tasks(svc, 1)
     with svc.state.sessions() as s:
         s.execute(sa.update(Submission).where(Submission.owner_id == alice.id).values(created_at=time.time() - ttl - 10))
         s.commit()
@@ -109,7 +101,7 @@ def test_deleting_the_endpoint_fails_its_unfinished_tasks_however_old(svc: Servi
     """An unfinished task never expires; deleting its endpoint is how it ends, and then it
     expires like any finished task."""
     ttl = svc.state.settings.task_ttl_s
-    alice, reg, _out, (old, new) = _setup(svc, 2)
+    alice, reg, _out, (old, new) = tenant_with_tasks(svc, 2)
     _age(svc, [old], ttl + 3600, completed=False)
     r = svc.client.delete(f"/v2/endpoints/{reg['endpoint_id']}", headers=alice.headers)
     assert r.status_code == 200, r.text

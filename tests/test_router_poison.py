@@ -16,7 +16,6 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -25,7 +24,6 @@ from service_helpers import (
     BACKENDS,
     BrokerHost,
     Service,
-    User,
     endpoint_publish_batch,
     endpoint_publish_result,
     new_uuid,
@@ -33,6 +31,7 @@ from service_helpers import (
     sdk_queue,
     serializer,
     start_service,
+    tenant_with_tasks,
     wait_for,
 )
 from volley.protocol import topology as topo
@@ -41,15 +40,6 @@ from volley.service.models import Task
 from volley.service.router import MAX_TRIES, ResultRouter
 
 pytest_plugins = ["service_fixtures"]
-
-
-def _tenant(svc: Service, n: int, **submit: Any) -> tuple[User, dict[str, Any], dict[str, Any], list[str]]:
-    user = svc.new_user()
-    fid = svc.register_function(user)
-    reg = svc.register_endpoint(user)
-    out = svc.submit(user, reg["endpoint_id"], fid, *[(i,) for i in range(n)], **submit)
-    svc.broker.drain(f"{reg['endpoint_id']}.tasks")
-    return user, reg, out, out["tasks"][fid]
 
 
 def _dead_letters(svc: Service, body: bytes) -> list[bytes]:
@@ -86,7 +76,7 @@ def test_a_result_whose_forward_is_always_refused_is_dead_lettered_after_max_tri
     reg = svc.register_endpoint(alice)
     (t1,) = svc.submit(alice, reg["endpoint_id"], fid, (1,), task_group_id=group)["tasks"][fid]
     svc.broker.drain(f"{reg['endpoint_id']}.tasks")
-    bob, bob_reg, bob_out, bob_ids = _tenant(svc, 3)
+    bob, bob_reg, bob_out, bob_ids = tenant_with_tasks(svc, 3)
 
     poison = result_body(t1, 1)
     endpoint_publish_result(svc, reg, poison)
@@ -138,7 +128,7 @@ def test_a_result_batch_with_a_refused_forward_keeps_the_rest_and_is_dead_letter
 def test_a_message_whose_handling_always_raises_is_dead_lettered_and_blocks_nobody(
     svc: Service, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    alice, reg, out, (t1,) = _tenant(svc, 1)
+    alice, reg, out, (t1,) = tenant_with_tasks(svc, 1)
     first = result_body(t1, 1)
     endpoint_publish_result(svc, reg, first)
 
@@ -156,7 +146,7 @@ def test_a_message_whose_handling_always_raises_is_dead_lettered_and_blocks_nobo
     svc.broker.drain(sdk_queue(alice, out["task_group_id"]))
     svc.broker.drain(topo.DEAD_LETTER_QUEUE)
     caplog.set_level(logging.INFO, logger="volley.service.router")
-    bob, bob_reg, bob_out, bob_ids = _tenant(svc, 3)
+    bob, bob_reg, bob_out, bob_ids = tenant_with_tasks(svc, 3)
 
     poison = result_body(t1, 999)  # a re-run's duplicate
     endpoint_publish_result(svc, reg, poison)
@@ -211,7 +201,7 @@ def test_a_database_locked_through_more_than_max_tries_loses_no_result(impatient
     again waits it out, and is stored once the lock goes, not dead-lettered."""
     svc = impatient_svc
     (router,) = [t for t in svc.client.app.state.volley_threads if isinstance(t, ResultRouter)]
-    alice, reg, out, (t1,) = _tenant(svc, 1)
+    alice, reg, out, (t1,) = tenant_with_tasks(svc, 1)
     svc.broker.drain(topo.DEAD_LETTER_QUEUE)
     with tasks_locked(svc.database_url):
         before = router.loop.outage.outages

@@ -29,6 +29,7 @@ from service_helpers import (
     result_body,
     sdk_queue,
     serializer,
+    tenant_with_tasks,
     wait_for,
 )
 from volley.protocol.messages import decode
@@ -98,15 +99,6 @@ def just_before_the_routers_update(svc: Service, task_id: str, compete: Callable
             watcher.dispose()
 
 
-def _setup(svc: Service, n: int) -> tuple[User, dict[str, Any], dict[str, Any], list[str]]:
-    alice = svc.new_user()
-    fid = svc.register_function(alice)
-    reg = svc.register_endpoint(alice)
-    out = svc.submit(alice, reg["endpoint_id"], fid, *[(i,) for i in range(n)])
-    svc.broker.drain(f"{reg['endpoint_id']}.tasks")
-    return alice, reg, out, out["tasks"][fid]
-
-
 def _as_stored(doc: dict[str, Any], body: bytes) -> bool:
     """Whether a forwarded result says what the task's stored state says."""
     m = decode(body)
@@ -124,7 +116,7 @@ def _forwards_of(svc: Service, user: User, group: str, task_id: str) -> list[byt
 def test_a_cancel_committed_between_read_and_update_wins_and_the_sdk_sees_only_it(svc: Service) -> None:
     """Cancel vs. result: the cancel commits after the router read the task open and before its
     UPDATE.  The SDK must get what the service stores -- the cancel -- and not the result."""
-    alice, reg, out, (t1, sentinel) = _setup(svc, 2)
+    alice, reg, out, (t1, sentinel) = tenant_with_tasks(svc, 2)
     with svc.state.sessions() as s:
         # back in the outbox, where a cancel claims it in the database; kept out of the outbox
         # publisher's reach (it leaves tasks younger than a few seconds alone)
@@ -161,7 +153,7 @@ def test_a_result_stored_by_another_router_between_read_and_update_is_the_one_fo
     UPDATE stored it wins, and the SDK never gets the other."""
     from volley.transport.base import PikaDelivery
 
-    alice, reg, out, (t1, sentinel) = _setup(svc, 2)
+    alice, reg, out, (t1, sentinel) = tenant_with_tasks(svc, 2)
     rk = reg["result_queue_info"]["queue_publish_kwargs"]["routing_key"]
     other = ResultRouter(svc.state.gateway, svc.state.sessions)  # the other process's router
     late = result_body(t1, error="a re-run failed")
@@ -187,7 +179,7 @@ def test_without_a_competitor_a_batch_is_stored_in_one_statement(svc: Service) -
     """The check costs nothing when nobody competes: one executemany stores the whole batch."""
     from volley.transport.base import PikaDelivery
 
-    alice, reg, out, ids = _setup(svc, 3)
+    alice, reg, out, ids = tenant_with_tasks(svc, 3)
     rk = reg["result_queue_info"]["queue_publish_kwargs"]["routing_key"]
     engine = make_engine(svc.database_url)
     updates: list[bool] = []

@@ -21,6 +21,7 @@ from service_helpers import (
     result_body,
     sdk_queue,
     serializer,
+    tenant_with_tasks,
     wait_for,
 )
 from volley.protocol import topology as topo
@@ -31,22 +32,13 @@ from volley.service.models import Task
 pytest_plugins = ["service_fixtures"]
 
 
-def _setup(svc: Service, n: int) -> tuple[User, dict[str, Any], dict[str, Any], list[str]]:
-    alice = svc.new_user()
-    fid = svc.register_function(alice)
-    reg = svc.register_endpoint(alice)
-    out = svc.submit(alice, reg["endpoint_id"], fid, *[(i,) for i in range(n)])
-    svc.broker.drain(f"{reg['endpoint_id']}.tasks")
-    return alice, reg, out, out["tasks"][fid]
-
-
 def _settled(svc: Service, user: User, reg: dict[str, Any], sentinel: str) -> None:
     endpoint_publish_result(svc, reg, result_body(sentinel, "sentinel"))
     wait_for(lambda: svc.task(user, sentinel)["status"] == "success", what="the sentinel result")
 
 
 def test_duplicate_result_changes_nothing_and_is_forwarded_once(svc: Service) -> None:
-    alice, reg, out, (t1, sentinel) = _setup(svc, 2)
+    alice, reg, out, (t1, sentinel) = tenant_with_tasks(svc, 2)
     first = result_body(t1, 1)
     endpoint_publish_result(svc, reg, first)
     endpoint_publish_result(svc, reg, first)  # redelivered copy
@@ -64,7 +56,7 @@ def test_duplicate_result_changes_nothing_and_is_forwarded_once(svc: Service) ->
 
 
 def test_malformed_messages_are_dead_lettered_not_looped(svc: Service, caplog: pytest.LogCaptureFixture) -> None:
-    alice, reg, _out, (t1, sentinel) = _setup(svc, 2)
+    alice, reg, _out, (t1, sentinel) = tenant_with_tasks(svc, 2)
     bob = svc.new_user()
     other = svc.register_endpoint(bob)["endpoint_id"]
     svc.broker.drain(topo.DEAD_LETTER_QUEUE)
@@ -96,7 +88,7 @@ def test_malformed_messages_are_dead_lettered_not_looped(svc: Service, caplog: p
 def test_result_the_database_refuses_is_dead_lettered(svc: Service) -> None:
     """PostgreSQL text cannot hold NUL: that result is a poison message there.  It must land in
     the dead-letter queue, not be redelivered forever; SQLite simply stores it."""
-    alice, reg, _out, (t1, t2, sentinel) = _setup(svc, 3)
+    alice, reg, _out, (t1, t2, sentinel) = tenant_with_tasks(svc, 3)
     svc.broker.drain(topo.DEAD_LETTER_QUEUE)
     endpoint_publish_result(svc, reg, result_body(t1, error="bad \x00 byte"))
     endpoint_publish_result(svc, reg, result_body(t2, 2))  # same batch, fine
@@ -113,7 +105,7 @@ def test_result_the_database_refuses_is_dead_lettered(svc: Service) -> None:
 
 
 def test_oversize_result_fails_the_task_clearly(svc: Service) -> None:
-    alice, reg, out, (t1,) = _setup(svc, 1)
+    alice, reg, out, (t1,) = tenant_with_tasks(svc, 1)
     endpoint_publish_result(svc, reg, result_body(t1, "x" * (topo.MAX_PAYLOAD_SIZE + 1)))
     doc = wait_for(lambda: (d := svc.task(alice, t1))["status"] == "failed" and d, what="the failed task")
     assert doc["exception"].startswith("MaxResultSizeExceeded")
@@ -125,7 +117,7 @@ def test_oversize_result_fails_the_task_clearly(svc: Service) -> None:
 def test_unconfirmed_forward_is_repeated_from_storage(svc: Service) -> None:
     """A result stored but never confirmed into the SDK queue (say the service died in between)
     is forwarded again when its message is redelivered -- from what was stored."""
-    alice, reg, out, (t1, sentinel) = _setup(svc, 2)
+    alice, reg, out, (t1, sentinel) = tenant_with_tasks(svc, 2)
     endpoint_publish_result(svc, reg, result_body(t1, 1))
     _settled(svc, alice, reg, sentinel)
     queue = sdk_queue(alice, out["task_group_id"])
@@ -173,7 +165,7 @@ def test_a_batch_of_results_is_stored_and_forwarded_together(svc: Service) -> No
     from volley.service.router import ResultRouter
     from volley.transport.base import PikaDelivery as Delivery
 
-    alice, reg, out, ids = _setup(svc, 6)
+    alice, reg, out, ids = tenant_with_tasks(svc, 6)
     rk = topo.results_routing_key(reg["endpoint_id"])
 
     def delivery(tag: int, body: bytes) -> Delivery:
@@ -202,7 +194,7 @@ def test_a_batch_of_results_is_stored_and_forwarded_together(svc: Service) -> No
 def test_a_result_batch_is_stored_forwarded_and_acked_as_its_results(svc: Service) -> None:
     """A Volley endpoint's batch message: every result in it stored and forwarded on its own,
     byte for byte; the message acked once (nothing left in ``results``, nothing dead)."""
-    alice, reg, out, ids = _setup(svc, 5)
+    alice, reg, out, ids = tenant_with_tasks(svc, 5)
     svc.broker.drain(topo.DEAD_LETTER_QUEUE)
     bodies = [result_body(tid, i) for i, tid in enumerate(ids[:4])]
     endpoint_publish_batch(svc, reg, bodies)
@@ -222,7 +214,7 @@ def test_a_batch_with_a_refused_result_keeps_the_rest_and_is_dead_lettered_whole
     """One bad result in a batch (not decodable, unknown task, not a result) does not cost the
     good ones: they are stored and forwarded; the batch lands in the dead-letter queue once,
     with one log line naming every refused result."""
-    alice, reg, out, (t1, t2, sentinel) = _setup(svc, 3)
+    alice, reg, out, (t1, t2, sentinel) = tenant_with_tasks(svc, 3)
     svc.broker.drain(topo.DEAD_LETTER_QUEUE)
     caplog.set_level(logging.WARNING, logger="volley.service.router")
     unknown = "00000000-0000-4000-8000-000000000000"
@@ -248,7 +240,7 @@ def test_a_batch_with_a_refused_result_keeps_the_rest_and_is_dead_lettered_whole
 ])
 def test_a_malformed_batch_is_dead_lettered(svc: Service, caplog: pytest.LogCaptureFixture,
                                            count: Any, body: bytes, why: str) -> None:
-    alice, reg, _out, (sentinel,) = _setup(svc, 1)
+    alice, reg, _out, (sentinel,) = tenant_with_tasks(svc, 1)
     svc.broker.drain(topo.DEAD_LETTER_QUEUE)
     caplog.set_level(logging.WARNING, logger="volley.service.router")
     kw = reg["result_queue_info"]["queue_publish_kwargs"]
@@ -265,7 +257,7 @@ def test_results_beyond_one_transaction_are_routed_in_chunks(svc: Service, monke
     import volley.service.router as router
 
     monkeypatch.setattr(router, "ROUTE_CHUNK", 2)
-    alice, reg, out, ids = _setup(svc, 6)
+    alice, reg, out, ids = tenant_with_tasks(svc, 6)
     svc.broker.drain(topo.DEAD_LETTER_QUEUE)
     endpoint_publish_batch(svc, reg, [result_body(tid, i) for i, tid in enumerate(ids[:5])])
     _settled(svc, alice, reg, ids[5])
